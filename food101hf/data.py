@@ -1,0 +1,132 @@
+"""Datasets, transforms and loaders.
+
+A dataset is a Hub id (``ethz/food101``), a local image folder, or ``demo``; all are loaded with
+``datasets.load_dataset`` and decoded and augmented on the fly with ``with_transform``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from PIL import Image, ImageOps
+from timm.data import create_transform
+
+from .config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+EVAL_SPLITS = ("validation", "test")  # Food-101 on the Hub calls its test set "validation"
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on, with what to do about it."""
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    eval: Dataset
+    label_names: list[str]
+    eval_split: str  # where the eval images come from, for logs and the model card
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL image as 8-bit RGB: EXIF-rotated, transparency composited on white, 16-bit scaled down."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I", "I;16", "I;16B", "I;16L"):
+        # 16-bit greyscale; a plain convert() would clip everything above 255 to white
+        image = Image.fromarray((np.asarray(image, dtype=np.float32) / 257).clip(0, 255).astype(np.uint8))
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "La"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def build_transform(data_config: dict, image_size: int, is_training: bool, cfg: TrainConfig | None = None):
+    """timm's transform at `image_size`, with interpolation, mean, std and crop_pct from the model's data config."""
+    common = dict(input_size=(3, image_size, image_size), interpolation=data_config["interpolation"],
+                  mean=data_config["mean"], std=data_config["std"])
+    if not is_training:
+        return create_transform(**common, crop_pct=data_config["crop_pct"], is_training=False)
+    return create_transform(**common, is_training=True, hflip=0.5, color_jitter=cfg.color_jitter,
+                            auto_augment=cfg.auto_augment)
+
+
+def _apply(transform, image_column: str, label_column: str, batch: dict) -> dict:
+    return {"pixel_values": [transform(to_rgb(image)) for image in batch[image_column]],
+            "label": batch[label_column]}
+
+
+def with_transform(dataset: Dataset, transform, image_column: str = "image", label_column: str = "label"):
+    """Decode + augment on access. A module-level function, so loader workers can pickle it on any platform."""
+    return dataset.with_transform(partial(_apply, transform, image_column, label_column))
+
+
+def _load(cfg: TrainConfig) -> DatasetDict:
+    if cfg.dataset == "demo":
+        from .demo import default_demo_dir, make_demo
+
+        return load_dataset("imagefolder", data_dir=str(make_demo(default_demo_dir())))
+    if Path(cfg.dataset).expanduser().is_dir():
+        return load_dataset("imagefolder", data_dir=str(Path(cfg.dataset).expanduser()))
+    if Path(cfg.dataset).suffix or cfg.dataset.startswith((".", "/", "~")):
+        raise DatasetError(f"dataset folder {cfg.dataset!r} does not exist")
+    from .hub import hub_errors
+
+    with hub_errors(f"dataset {cfg.dataset!r}", hint="pass a local image folder or --dataset demo"):
+        return load_dataset(cfg.dataset)
+
+
+def load_splits(cfg: TrainConfig) -> Splits:
+    """Train and eval datasets with `image`/`label` columns named as in cfg, and the label names."""
+    ds = _load(cfg)
+    if "train" not in ds:
+        raise DatasetError(f"{cfg.dataset}: no 'train' split (found {', '.join(ds)})")
+    label_feature = ds["train"].features.get(cfg.label_column)
+    if label_feature is None and cfg.image_column in ds["train"].features:
+        # imagefolder adds no label column when everything sits in one class folder
+        raise DatasetError(f"{cfg.dataset}: found images but not at least 2 class folders; lay it out as "
+                           f"train/<class>/*.jpg (and validation/<class>/*.jpg)")
+    if not isinstance(label_feature, ClassLabel):
+        raise DatasetError(f"{cfg.dataset}: column {cfg.label_column!r} is not a ClassLabel "
+                           f"(columns: {', '.join(ds['train'].column_names)})")
+    if len(label_feature.names) < 2:
+        raise DatasetError(f"{cfg.dataset}: found {len(label_feature.names)} class(es) "
+                           f"({', '.join(label_feature.names) or 'none'}); a classifier needs at least 2")
+    eval_split = next((name for name in EVAL_SPLITS if name in ds), None)
+    train = ds["train"]
+    if eval_split is None:
+        held_out = train.train_test_split(test_size=cfg.val_fraction, stratify_by_column=cfg.label_column,
+                                          seed=cfg.seed)
+        train, evaluation = held_out["train"], held_out["test"]
+        eval_split = f"stratified {cfg.val_fraction:.0%} hold-out of train (seed {cfg.seed})"
+        logger.info("%s has no validation or test split: evaluating on a %s", cfg.dataset, eval_split)
+    else:
+        evaluation = ds[eval_split]
+    if cfg.max_train_samples:
+        train = train.select(range(min(cfg.max_train_samples, len(train))))
+    if cfg.max_eval_samples:
+        evaluation = evaluation.select(range(min(cfg.max_eval_samples, len(evaluation))))
+    return Splits(train, evaluation, list(label_feature.names), eval_split)
+
+
+def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_size: int, seed: int):
+    """Train loader (shuffled, drop_last: Mixup needs even batches) and eval loader (every image, in order)."""
+    columns = (cfg.image_column, cfg.label_column)
+    train = with_transform(splits.train, build_transform(data_config, image_size, True, cfg), *columns)
+    evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False), *columns)
+    common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
+                  persistent_workers=cfg.num_workers > 0)
+    train_loader = torch.utils.data.DataLoader(train, shuffle=True, drop_last=True,
+                                               generator=torch.Generator().manual_seed(seed), **common)
+    eval_loader = torch.utils.data.DataLoader(evaluation, shuffle=False, **common)
+    return train_loader, eval_loader

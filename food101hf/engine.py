@@ -1,0 +1,118 @@
+"""The training and evaluation loops, driven by Accelerate; shared by train.py and polish.py."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import evaluate
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.scheduler import CosineLRScheduler
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .metrics import TOPK_ACCURACY
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX-512 BF16 or AMX: bf16 autocast then roughly doubles training speed; elsewhere it is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """'auto' keeps a precision chosen in the Accelerate config, else picks the fastest safe one here."""
+    if choice != "auto":
+        return choice
+    from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if from_launcher != "no":
+        return from_launcher
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def create_mixup(cfg: TrainConfig, num_classes: int) -> Mixup | None:
+    """timm Mixup/CutMix with the class count and smoothing passed explicitly (its defaults assume ImageNet)."""
+    if cfg.mixup <= 0 and cfg.cutmix <= 0:
+        return None
+    return Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, label_smoothing=cfg.smoothing,
+                 num_classes=num_classes)
+
+
+def train_criterion(mixup: Mixup | None, smoothing: float) -> torch.nn.Module:
+    """Soft targets under Mixup (smoothing is then inside the targets), else smoothed or plain cross-entropy."""
+    if mixup is not None:
+        return SoftTargetCrossEntropy()
+    return LabelSmoothingCrossEntropy(smoothing) if smoothing > 0 else torch.nn.CrossEntropyLoss()
+
+
+def create_scheduler(optimizer, cfg: TrainConfig, updates_per_epoch: int, epochs: int) -> CosineLRScheduler:
+    """Linear warmup then cosine to min_lr, in optimizer updates. `updates_per_epoch` must count updates, not
+    batches: it is the per-process loader length divided by the accumulation steps, which is the same number on
+    every process. timm's scheduler is not wrapped by Accelerate, so it steps exactly once per update."""
+    total = updates_per_epoch * epochs
+    warmup = min(round(cfg.warmup_epochs * updates_per_epoch), total - 1)
+    return CosineLRScheduler(optimizer, t_initial=total - warmup, lr_min=cfg.min_lr, warmup_t=warmup,
+                             warmup_lr_init=cfg.lr / 100, warmup_prefix=True, t_in_epochs=False)
+
+
+def updates_per_epoch(num_batches: int, grad_accum_steps: int) -> int:
+    """Accelerate also syncs (and so updates) on the last batch of an epoch, so a partial window counts."""
+    return math.ceil(num_batches / grad_accum_steps)
+
+
+def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, scheduler, criterion, mixup, cfg,
+                    epoch: int, num_updates: int) -> tuple[int, float]:
+    """One pass over `loader`. Returns the global update count and the images/s of this process's steps."""
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not accelerator.is_local_main_process,
+                    dynamic_ncols=True)
+    seen, start = 0, time.perf_counter()
+    for batch in progress:
+        images = batch["pixel_values"].to(memory_format=torch.channels_last)
+        targets = batch["label"]
+        if mixup is not None:
+            images, targets = mixup(images, targets)
+        with accelerator.accumulate(model):
+            loss = criterion(model(images), targets)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and cfg.clip_grad:
+                accelerator.clip_grad_norm_(trainable, cfg.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        if accelerator.sync_gradients:
+            num_updates += 1
+            scheduler.step_update(num_updates)
+        seen += len(images)
+        progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                             img_s=f"{seen / (time.perf_counter() - start):.1f}")
+    return num_updates, seen / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval") -> dict:
+    """Top-1, top-5 and mean cross-entropy over every eval image exactly once (gather_for_metrics drops the
+    samples a distributed sampler repeats to even out the last batch)."""
+    model.eval()
+    metric = evaluate.load(TOPK_ACCURACY, keep_in_memory=True)
+    loss_sum, count = 0.0, 0
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True):
+        logits = model(batch["pixel_values"].to(memory_format=torch.channels_last)).float()
+        losses = F.cross_entropy(logits, batch["label"], reduction="none")
+        ranked = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
+        ranked, labels, losses = accelerator.gather_for_metrics((ranked, batch["label"], losses))
+        metric.add_batch(predictions=ranked.cpu().tolist(), references=labels.cpu().tolist())
+        loss_sum += losses.sum().item()
+        count += len(labels)
+    return {**metric.compute(k=[1, 5]), "eval_loss": loss_sum / count, "num_eval_samples": count}

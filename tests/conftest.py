@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny generated image folders and a runner for the real scripts. Nothing touches the network."""
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# A private Hugging Face home, so tests neither read nor fill the user's caches; set before any HF import.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="food101hf-tests-hf-")
+os.environ["FOOD101HF_CACHE"] = tempfile.mkdtemp(prefix="food101hf-tests-cache-")
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = [(200, 40, 40), (40, 160, 60), (50, 70, 200), (220, 200, 60)]
+
+
+def write_image_folder(root: Path, classes: list[str], per_class: int, size=(40, 32), seed=0) -> Path:
+    """root/<class>/<i>.jpg: each class a distinct colour with noise, so a tiny model can tell them apart."""
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(COLOURS[index % len(COLOURS)]) + rng.normal(0, 25, (size[1], size[0], 3)),
+                             0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+CLASSES = ["beignets", "crème brûlée", "fish and chips"]  # spaces and non-ASCII on purpose
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    """train/ and validation/ splits, 3 classes."""
+    write_image_folder(tmp_path / "food" / "train", CLASSES, per_class=8)
+    write_image_folder(tmp_path / "food" / "validation", CLASSES, per_class=3, seed=1)
+    return tmp_path / "food"
+
+
+def run_script(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run a project script as a user would, offline; fail with its output if it fails."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)

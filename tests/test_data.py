@@ -1,0 +1,103 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CLASSES, write_image_folder
+from food101hf.config import TrainConfig
+from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, to_rgb
+
+DATA_CONFIG = {"interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+               "crop_pct": 0.95}
+
+
+def test_to_rgb_converts_every_mode_to_8bit_rgb():
+    for mode in ("L", "CMYK", "P", "RGBA", "LA", "I;16", "1"):
+        image = Image.new(mode, (7, 5))
+        converted = to_rgb(image)
+        assert converted.mode == "RGB" and converted.size == (7, 5), mode
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red
+    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
+    half = Image.new("RGBA", (4, 4), (0, 0, 0, 128))
+    assert to_rgb(half).getpixel((0, 0))[0] == pytest.approx(127, abs=2)
+    palette = Image.new("P", (4, 4), 0)
+    palette.info["transparency"] = 0
+    assert to_rgb(palette).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_16bit_greyscale_is_scaled_not_clipped():
+    image = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    assert [to_rgb(image).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (20, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    assert to_rgb(Image.open(buffer)).size == (10, 20)
+
+
+def test_cmyk_white_stays_white():
+    assert to_rgb(Image.new("CMYK", (2, 2), (0, 0, 0, 0))).getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize("is_training", [True, False])
+def test_transforms_give_normalised_tensors_of_the_requested_size(is_training):
+    cfg = TrainConfig()
+    transform = build_transform(DATA_CONFIG, 48, is_training, cfg)
+    out = transform(Image.new("RGB", (120, 80), (255, 255, 255)))
+    assert out.shape == (3, 48, 48) and out.dtype == torch.float32
+    assert out[0].mean().item() == pytest.approx((1 - 0.485) / 0.229, abs=0.05)
+
+
+def test_local_folder_with_validation_split(image_folder):
+    splits = load_splits(TrainConfig(dataset=str(image_folder)))
+    assert splits.label_names == sorted(CLASSES)
+    assert (len(splits.train), len(splits.eval), splits.eval_split) == (24, 9, "validation")
+
+
+def test_test_folder_is_used_when_there_is_no_validation(tmp_path):
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 4)
+    write_image_folder(tmp_path / "d" / "test", CLASSES, 2)
+    splits = load_splits(TrainConfig(dataset=str(tmp_path / "d")))
+    assert (splits.eval_split, len(splits.eval)) == ("test", 6)
+
+
+def test_folder_without_eval_split_gets_a_deterministic_stratified_hold_out(tmp_path):
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 10)
+    cfg = TrainConfig(dataset=str(tmp_path / "d"), val_fraction=0.3)
+    first, second = load_splits(cfg), load_splits(cfg)
+    assert "hold-out" in first.eval_split
+    assert len(first.eval) == 9 and len(first.train) == 21
+    assert sorted(first.eval["label"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # every class, in proportion
+    assert first.eval["image"][0].tobytes() == second.eval["image"][0].tobytes()
+
+
+def test_max_samples_limit_both_splits(image_folder):
+    splits = load_splits(TrainConfig(dataset=str(image_folder), max_train_samples=5, max_eval_samples=2))
+    assert (len(splits.train), len(splits.eval)) == (5, 2)
+
+
+def test_single_class_and_missing_folder_are_clear_errors(tmp_path):
+    write_image_folder(tmp_path / "one" / "train", ["pizza"], 3)
+    with pytest.raises(DatasetError, match="at least 2"):
+        load_splits(TrainConfig(dataset=str(tmp_path / "one")))
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_splits(TrainConfig(dataset=str(tmp_path / "nope")))
+
+
+def test_loaders_drop_the_last_partial_batch_in_training_only(image_folder):
+    cfg = TrainConfig(dataset=str(image_folder), batch_size=5, num_workers=0)
+    train, evaluation = build_loaders(load_splits(cfg), cfg, DATA_CONFIG, 32, seed=0)
+    assert [len(b["label"]) for b in train] == [5, 5, 5, 5]  # 24 images: the odd 4 are dropped
+    sizes = [len(b["label"]) for b in evaluation]
+    assert sizes == [5, 4]  # every eval image, once
+    batch = next(iter(train))
+    assert batch["pixel_values"].shape == (5, 3, 32, 32)

@@ -1,0 +1,54 @@
+"""End-to-end runs of train.py as a user launches it (marked slow: ~20-40 s each on 2 cores)."""
+
+import json
+
+import pytest
+import timm
+import torch
+import yaml
+
+from conftest import CLASSES, run_script
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--no-pretrained", "--image-size", "32", "--epochs", "2", "--batch-size", "4", "--num-workers", "0",
+        "--warmup-epochs", "0.5"]
+
+
+def test_any_local_folder_trains_from_scratch_and_exports_a_timm_model(image_folder, tmp_path):
+    out = tmp_path / "run"
+    result = run_script("train.py", "--dataset", str(image_folder), "--freeze", "none", *TINY,
+                        "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert f"model saved to {out.resolve()}" in result.stderr
+
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_eval_samples"] == 9 and metrics["image_size"] == 32 and metrics["epoch"] == 2
+    assert 0 <= metrics["top1"] <= metrics["top5"] <= 1 and metrics["train_images_per_second"] > 0
+
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    assert model.pretrained_cfg["label_names"] == sorted(CLASSES)
+    assert tuple(model.pretrained_cfg["input_size"]) == (3, 32, 32)
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["freeze"] == "none"
+    card = (out / "README.md").read_text()
+    assert "library_name: timm" in card and f"{metrics['top1'] * 100:.2f}%" in card
+
+
+def test_default_freeze_and_mixup_run_with_accumulation(image_folder, tmp_path):
+    out = tmp_path / "run"
+    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--grad-accum-steps", "2",
+                        "--output-dir", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "parameters trainable" in result.stderr and "frozen: conv1,bn1,layer1" in result.stderr
+    assert json.loads((out / "metrics.json").read_text())["num_eval_samples"] == 9
+
+
+def test_offline_hub_dataset_fails_fast_with_advice(tmp_path):
+    result = run_script("train.py", "--dataset", "ethz/food101", "--output-dir", str(tmp_path / "x"),
+                        timeout=60)
+    assert result.returncode == 2
+    assert "error:" in result.stderr and "--dataset demo" in result.stderr
+    assert "Traceback" not in result.stderr
