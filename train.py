@@ -9,23 +9,19 @@ Hub format), metrics.json, README.md (model card) and train_config.yaml into --o
 """
 
 import dataclasses
-import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import set_seed
 from timm.data import resolve_model_data_config
 
 from food101hf.config import TrainConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, load_splits
-from food101hf.engine import (create_mixup, create_scheduler, evaluate_model, resolve_mixed_precision,
-                              train_criterion, train_one_epoch, updates_per_epoch)
-from food101hf.hub import HubError, build_card, export_model, push_folder
+from food101hf.engine import create_accelerator, create_scheduler, fit, updates_per_epoch
+from food101hf.hub import HubError, push_folder, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
 
 logger = get_logger("train")
@@ -34,14 +30,7 @@ logger = get_logger("train")
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, description=__doc__)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-        gradient_accumulation_steps=cfg.grad_accum_steps,
-        log_with=cfg.report_to,
-        project_dir=cfg.output_dir,
-        # the sampler's order then depends only on (seed, epoch), on every process: what exact resume needs
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
@@ -73,36 +62,21 @@ def main(argv=None) -> int:
     # optimizer and schedule; the schedule is sized from the loader Accelerate hands back (per process)
     optimizer = create_optimizer(model, cfg)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
-    steps_per_epoch = updates_per_epoch(len(train_loader), cfg.grad_accum_steps)
-    scheduler = create_scheduler(optimizer, cfg, steps_per_epoch, cfg.epochs)
-    mixup = create_mixup(cfg, num_classes)
-    criterion = train_criterion(mixup, cfg.smoothing)
+    scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
+                                 cfg.epochs)
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
 
-    # train: evaluate after every epoch
-    num_updates, train_seconds, train_images = 0, 0.0, 0
-    for epoch in range(cfg.epochs):
-        start = time.perf_counter()
-        num_updates, images_per_second = train_one_epoch(accelerator, model, train_loader, optimizer, scheduler,
-                                                         criterion, mixup, cfg, epoch, num_updates)
-        train_seconds += time.perf_counter() - start
-        train_images += len(train_loader) * cfg.batch_size * accelerator.num_processes
-        metrics = evaluate_model(accelerator, model, eval_loader)
-        logger.info(f"epoch {epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
-                    f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
-        accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": epoch + 1}, step=num_updates)
+    # train, evaluating after every epoch
+    metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, num_classes)
     accelerator.end_training()
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push
     if accelerator.is_main_process:
-        export_model(accelerator.unwrap_model(model), out, splits.label_names, cfg.image_size,
-                     data_config["crop_pct"])
-        metrics |= {"image_size": cfg.image_size, "epoch": cfg.epochs, "eval_split": splits.eval_split,
-                    "train_images_per_second": round(train_images / max(train_seconds, 1e-9), 2)}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        build_card(out).save(out / "README.md")
+        metrics["eval_split"] = splits.eval_split
+        write_outputs(out, accelerator.unwrap_model(model), splits.label_names, data_config, cfg.image_size,
+                      metrics)
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
         if cfg.push_to_hub:
             url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision)

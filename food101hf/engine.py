@@ -11,6 +11,8 @@ import evaluate
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
@@ -18,6 +20,8 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .metrics import TOPK_ACCURACY
+
+logger = get_logger(__name__)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -39,6 +43,17 @@ def resolve_mixed_precision(choice: str) -> str:
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_has_native_bf16() else "no"
+
+
+def create_accelerator(cfg: TrainConfig) -> Accelerator:
+    return Accelerator(
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        log_with=cfg.report_to,
+        project_dir=cfg.output_dir,
+        # the sampler's order then depends only on (seed, epoch), on every process: what exact resume needs
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
 
 
 def create_mixup(cfg: TrainConfig, num_classes: int) -> Mixup | None:
@@ -116,3 +131,24 @@ def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval") 
         loss_sum += losses.sum().item()
         count += len(labels)
     return {**metric.compute(k=[1, 5]), "eval_loss": loss_sum / count, "num_eval_samples": count}
+
+
+def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg: TrainConfig,
+        num_classes: int) -> dict:
+    """Train for cfg.epochs with Mixup/CutMix, evaluating after every epoch. Returns the last evaluation's metrics
+    with the epoch count and the training throughput (images/s over all processes)."""
+    mixup = create_mixup(cfg, num_classes)
+    criterion = train_criterion(mixup, cfg.smoothing)
+    num_updates, train_seconds, train_images, metrics = 0, 0.0, 0, {}
+    for epoch in range(cfg.epochs):
+        start = time.perf_counter()
+        num_updates, images_per_second = train_one_epoch(accelerator, model, train_loader, optimizer, scheduler,
+                                                         criterion, mixup, cfg, epoch, num_updates)
+        train_seconds += time.perf_counter() - start
+        train_images += len(train_loader) * cfg.batch_size * accelerator.num_processes
+        metrics = evaluate_model(accelerator, model, eval_loader)
+        logger.info(f"epoch {epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
+                    f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
+        accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": epoch + 1}, step=num_updates)
+    return metrics | {"epoch": cfg.epochs,
+                      "train_images_per_second": round(train_images / max(train_seconds, 1e-9), 2)}

@@ -67,6 +67,16 @@ def export_model(model, out_dir: str | Path, label_names: list[str], image_size:
                 data_config={"input_size": (3, image_size, image_size), "crop_pct": crop_pct})
 
 
+def write_outputs(out_dir: str | Path, model, label_names: list[str], data_config: dict, image_size: int,
+                  metrics: dict) -> None:
+    """The whole output folder: weights + timm config, metrics.json (with image_size), and the model card.
+    train_config.yaml is written at the start of the run, so a crashed run still says what it was."""
+    out_dir = Path(out_dir)
+    export_model(model, out_dir, label_names, image_size, data_config["crop_pct"])
+    (out_dir / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
+    build_card(out_dir).save(out_dir / "README.md")
+
+
 CARD_TEMPLATE = """---
 {{ card_data }}
 ---
