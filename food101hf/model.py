@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import timm
 import torch
 from timm.optim import create_optimizer_v2
@@ -22,6 +24,26 @@ def create_model(cfg: TrainConfig, num_classes: int, init: str | None = None) ->
             if init is None else "pass a local folder written by train.py")
     with hub_errors(f"the weights of {name}", hint=hint):
         return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=cfg.drop_rate)
+
+
+def load_trained(ref: str | Path) -> torch.nn.Module:
+    """A model written by train.py or polish.py, from a local folder or a Hub repo id (``org/name`` or
+    ``org/name@revision``), with its labels in ``pretrained_cfg["label_names"]``. Only config.json and
+    model.safetensors are fetched, so nothing downloaded is ever unpickled; cached repos load offline with
+    HF_HUB_OFFLINE=1."""
+    from .hub import WEIGHTS, hub_errors
+
+    folder = Path(ref).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        repo_id, _, revision = str(ref).partition("@")
+        with hub_errors(f"model {ref}", hint="pass a local folder written by train.py"):
+            folder = Path(snapshot_download(repo_id, revision=revision or None,
+                                            allow_patterns=["config.json", WEIGHTS]))
+    if not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{ref}: no {WEIGHTS}; expected a folder written by train.py or polish.py")
+    return timm.create_model(f"local-dir:{folder}", pretrained=True)
 
 
 def freeze(model: torch.nn.Module, module_names: list[str]) -> None:

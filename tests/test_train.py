@@ -52,3 +52,15 @@ def test_offline_hub_dataset_fails_fast_with_advice(tmp_path):
     assert result.returncode == 2
     assert "error:" in result.stderr and "--dataset demo" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_load_trained_reads_an_output_folder_and_refuses_others(image_folder, tmp_path):
+    from food101hf.model import load_trained
+
+    out = tmp_path / "run"
+    assert run_script("train.py", "--dataset", str(image_folder), "--freeze", "none", *TINY,
+                      "--epochs", "1", "--output-dir", str(out)).returncode == 0
+    assert load_trained(out).pretrained_cfg["label_names"] == sorted(CLASSES)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_trained(tmp_path / "empty")
