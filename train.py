@@ -18,6 +18,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from timm.data import resolve_model_data_config
 
+from food101hf.checkpoint import CheckpointError, Progress, find_checkpoint, load_checkpoint, run_signature
 from food101hf.config import TrainConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, load_splits
 from food101hf.engine import create_accelerator, create_scheduler, fit, updates_per_epoch
@@ -30,6 +31,8 @@ logger = get_logger("train")
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, description=__doc__)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    for chatty in ("accelerate.accelerator", "accelerate.checkpointing"):  # a line per file of every checkpoint
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
@@ -64,17 +67,30 @@ def main(argv=None) -> int:
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
                                  cfg.epochs)
+    # resume: everything Accelerate saves (model, optimizer, RNGs) plus the registered scheduler and our progress
+    accelerator.register_for_checkpointing(scheduler)
+    checkpoints = out / "checkpoints"
+    progress = Progress(run_signature(cfg, splits.label_names, accelerator.num_processes))
+    if cfg.resume:
+        path = find_checkpoint(cfg.resume, checkpoints)
+        if path is None:
+            logger.info(f"--resume auto: no checkpoint in {checkpoints}, starting fresh")
+        else:
+            progress = load_checkpoint(accelerator, path, progress.signature)
+            logger.info(f"resumed from {path}: epoch {progress.epoch + 1}, batch {progress.batches_done}, "
+                        f"update {progress.num_updates}")
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
 
-    # train, evaluating after every epoch
-    metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, num_classes)
+    # train, evaluating and checkpointing after every epoch
+    metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, num_classes, progress,
+                  checkpoints)
     accelerator.end_training()
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push
     if accelerator.is_main_process:
-        metrics["eval_split"] = splits.eval_split
+        metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped)}
         write_outputs(out, accelerator.unwrap_model(model), splits.label_names, data_config, cfg.image_size,
                       metrics)
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
@@ -87,6 +103,6 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (DatasetError, HubError, ValueError) as e:
+    except (DatasetError, HubError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

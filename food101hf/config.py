@@ -69,6 +69,11 @@ class TrainConfig:
                                  "'no', 'fp16' or 'bf16'", "auto")
     output_dir: str = _help("where the model, metrics, model card and config are written", "outputs/food101")
     report_to: str | None = _help("experiment tracker for Accelerate, e.g. 'tensorboard'", None)
+    checkpoint_every: int | None = _help("also checkpoint every N optimizer updates (always at each epoch's end)",
+                                         None)
+    keep_checkpoints: int = _help("how many of the newest checkpoints to keep", 2)
+    resume: str | None = _help("'auto' (newest checkpoint in OUTPUT_DIR/checkpoints, if any) or a checkpoint path",
+                               None)
     push_to_hub: str | None = _help("after training, push the output folder to this Hub repo (org/name)", None)
     hub_private: bool = _help("create the Hub repo as private", False)
     hub_revision: str | None = _help("Hub branch to push to (created if missing)", None)

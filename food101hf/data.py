@@ -6,14 +6,19 @@ A dataset is a Hub id (``ethz/food101``), a local image folder, or ``demo``; all
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets import Image as ImageFeature
+from datasets.packaged_modules.imagefolder.imagefolder import IMAGE_EXTENSIONS
 from PIL import Image, ImageOps
 from timm.data import create_transform
 
@@ -34,6 +39,7 @@ class Splits:
     eval: Dataset
     label_names: list[str]
     eval_split: str  # where the eval images come from, for logs and the model card
+    skipped: list[dict] = field(default_factory=list)  # unreadable files: split, file, error
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -71,12 +77,91 @@ def with_transform(dataset: Dataset, transform, image_column: str = "image", lab
     return dataset.with_transform(partial(_apply, transform, image_column, label_column))
 
 
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Seed Python's, NumPy's and torch's global RNGs (which torchvision and timm transforms draw from) for one
+    sample, restoring them afterwards so that the caller's streams (Mixup's, in a worker-less loader) are intact."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+class SeededAugmentation(torch.utils.data.Dataset):
+    """Training samples whose random augmentation depends only on (seed, epoch, index), never on which loader
+    worker draws them or what it drew before. Skipped batches are never loaded, so without this a mid-epoch
+    resume would see different crops; with it, the resumed run is bitwise identical to an uninterrupted one."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # shared with persistent workers
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample_seed = int(np.random.SeedSequence([self.seed, int(self._epoch), index]).generate_state(1)[0])
+        with _seeded(sample_seed):
+            return self.dataset[index]
+
+
+def _check_folder(root: Path) -> None:
+    """Fail before any training on a layout that cannot give a classifier: no images in a split, or a class
+    folder without images (imagefolder would silently drop that class)."""
+    split_dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    if not any(d.name == "train" for d in split_dirs):
+        split_dirs = [root]  # class folders directly under root: all of it is the train split
+    extensions = {ext.lower() for ext in IMAGE_EXTENSIONS}
+    for split in split_dirs:
+        classes = [d for d in split.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if not classes:
+            raise DatasetError(f"{split} has no class folders; lay the dataset out as train/<class>/*.jpg")
+        for folder in classes:
+            if not any(f.suffix.lower() in extensions for f in folder.rglob("*") if f.is_file()):
+                raise DatasetError(f"class folder {folder} has no images")
+
+
+def _check_image(example: dict, image_column: str) -> dict:
+    image = example[image_column]
+    try:
+        with Image.open(io.BytesIO(image["bytes"]) if image["bytes"] else image["path"]) as opened:
+            opened.load()  # truncated files only fail here, not at open()
+    except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, DecompressionBombError (not an OSError), ...
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"error": ""}
+
+
+def drop_unreadable(dataset: Dataset, image_column: str, split: str, num_proc: int) -> tuple[Dataset, list[dict]]:
+    """Decode every image once (cached by datasets' fingerprint, so only the first run pays) and drop those that
+    cannot be, so that a bad file is named up front instead of crashing a run an hour in."""
+    raw = dataset.cast_column(image_column, ImageFeature(decode=False))
+    checked = raw.map(_check_image, fn_kwargs={"image_column": image_column}, remove_columns=raw.column_names,
+                      num_proc=num_proc if num_proc > 1 and len(raw) > 2000 else None,  # processes cost ~1 s
+                      desc=f"checking {split} images")
+    errors = checked["error"]
+    bad = [i for i, error in enumerate(errors) if error]
+    if not bad:
+        return dataset, []
+    skipped = [{"split": split, "file": raw[i][image_column]["path"], "error": errors[i]} for i in bad]
+    return dataset.select([i for i, error in enumerate(errors) if not error]), skipped
+
+
 def _load(cfg: TrainConfig) -> DatasetDict:
     if cfg.dataset == "demo":
         from .demo import default_demo_dir, make_demo
 
         return load_dataset("imagefolder", data_dir=str(make_demo(default_demo_dir())))
     if Path(cfg.dataset).expanduser().is_dir():
+        _check_folder(Path(cfg.dataset).expanduser())
         return load_dataset("imagefolder", data_dir=str(Path(cfg.dataset).expanduser()))
     if Path(cfg.dataset).suffix or cfg.dataset.startswith((".", "/", "~")):
         raise DatasetError(f"dataset folder {cfg.dataset!r} does not exist")
@@ -105,24 +190,46 @@ def load_splits(cfg: TrainConfig) -> Splits:
     eval_split = next((name for name in EVAL_SPLITS if name in ds), None)
     train = ds["train"]
     if eval_split is None:
-        held_out = train.train_test_split(test_size=cfg.val_fraction, stratify_by_column=cfg.label_column,
-                                          seed=cfg.seed)
+        try:
+            held_out = train.train_test_split(test_size=cfg.val_fraction, stratify_by_column=cfg.label_column,
+                                              seed=cfg.seed)
+        except ValueError as e:  # fewer held-out images than classes
+            raise DatasetError(f"{cfg.dataset} has no validation/ or test/ folder and too few images for a "
+                               f"stratified {cfg.val_fraction:.0%} hold-out ({e}); add a validation/ folder or "
+                               f"raise --val-fraction") from None
         train, evaluation = held_out["train"], held_out["test"]
         eval_split = f"stratified {cfg.val_fraction:.0%} hold-out of train (seed {cfg.seed})"
         logger.info("%s has no validation or test split: evaluating on a %s", cfg.dataset, eval_split)
     else:
         evaluation = ds[eval_split]
+    # quick runs take a seeded random subset: Food-101's splits are sorted by class
     if cfg.max_train_samples:
-        train = train.select(range(min(cfg.max_train_samples, len(train))))
+        train = train.shuffle(seed=cfg.seed).select(range(min(cfg.max_train_samples, len(train))))
     if cfg.max_eval_samples:
-        evaluation = evaluation.select(range(min(cfg.max_eval_samples, len(evaluation))))
-    return Splits(train, evaluation, list(label_feature.names), eval_split)
+        evaluation = evaluation.shuffle(seed=cfg.seed).select(range(min(cfg.max_eval_samples, len(evaluation))))
+
+    train, skipped = drop_unreadable(train, cfg.image_column, "train", cfg.num_workers)
+    evaluation, skipped_eval = drop_unreadable(evaluation, cfg.image_column, "eval", cfg.num_workers)
+    skipped += skipped_eval
+    for item in skipped:
+        logger.warning("skipping %s (%s): %s", item["file"], item["split"], item["error"])
+    missing = sorted(set(range(len(label_feature.names))) - set(train[cfg.label_column]))
+    if missing:
+        message = (f"{cfg.dataset}: no readable training images for class(es) "
+                   f"{', '.join(label_feature.names[i] for i in missing)}")
+        if not cfg.max_train_samples:
+            raise DatasetError(message)
+        logger.warning("%s in the --max-train-samples subset", message)
+    if len(evaluation) == 0:
+        raise DatasetError(f"{cfg.dataset}: the {eval_split} split has no readable images")
+    return Splits(train, evaluation, list(label_feature.names), eval_split, skipped)
 
 
 def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_size: int, seed: int):
     """Train loader (shuffled, drop_last: Mixup needs even batches) and eval loader (every image, in order)."""
     columns = (cfg.image_column, cfg.label_column)
-    train = with_transform(splits.train, build_transform(data_config, image_size, True, cfg), *columns)
+    train = SeededAugmentation(with_transform(splits.train, build_transform(data_config, image_size, True, cfg),
+                                              *columns), seed)
     evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False), *columns)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=cfg.num_workers > 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import evaluate
@@ -18,6 +19,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
+from .checkpoint import Progress, save_checkpoint
 from .config import TrainConfig
 from .metrics import TOPK_ACCURACY
 
@@ -46,7 +48,10 @@ def resolve_mixed_precision(choice: str) -> str:
 
 
 def create_accelerator(cfg: TrainConfig) -> Accelerator:
+    # under torchrun without GPUs, Accelerate sets up gloo only when told the run is on the CPU
+    cpu_processes = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     return Accelerator(
+        cpu=cpu_processes,
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
         gradient_accumulation_steps=cfg.grad_accum_steps,
         log_with=cfg.report_to,
@@ -86,15 +91,17 @@ def updates_per_epoch(num_batches: int, grad_accum_steps: int) -> int:
     return math.ceil(num_batches / grad_accum_steps)
 
 
-def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, scheduler, criterion, mixup, cfg,
-                    epoch: int, num_updates: int) -> tuple[int, float]:
-    """One pass over `loader`. Returns the global update count and the images/s of this process's steps."""
+def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, scheduler, criterion, mixup,
+                    cfg: TrainConfig, progress: Progress, checkpoint: Callable[[], None]) -> float:
+    """One pass over `loader` (which may skip the batches a resumed epoch already did), updating `progress` in
+    place and calling `checkpoint()` every cfg.checkpoint_every updates. Returns this process's images/s."""
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
-    progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not accelerator.is_local_main_process,
-                    dynamic_ncols=True)
+    progress_bar = tqdm(loader, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", initial=progress.batches_done,
+                        total=progress.batches_done + len(loader), disable=not accelerator.is_local_main_process,
+                        dynamic_ncols=True)
     seen, start = 0, time.perf_counter()
-    for batch in progress:
+    for batch in progress_bar:
         images = batch["pixel_values"].to(memory_format=torch.channels_last)
         targets = batch["label"]
         if mixup is not None:
@@ -106,13 +113,17 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
                 accelerator.clip_grad_norm_(trainable, cfg.clip_grad)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        if accelerator.sync_gradients:
-            num_updates += 1
-            scheduler.step_update(num_updates)
         seen += len(images)
-        progress.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                             img_s=f"{seen / (time.perf_counter() - start):.1f}")
-    return num_updates, seen / (time.perf_counter() - start)
+        progress.batches_done += 1
+        if accelerator.sync_gradients:
+            progress.num_updates += 1
+            scheduler.step_update(progress.num_updates)
+            at_epoch_end = accelerator.gradient_state.end_of_dataloader  # fit checkpoints there after eval
+            if cfg.checkpoint_every and progress.num_updates % cfg.checkpoint_every == 0 and not at_epoch_end:
+                checkpoint()
+        progress_bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                 img_s=f"{seen / (time.perf_counter() - start):.1f}")
+    return seen / (time.perf_counter() - start)
 
 
 @torch.inference_mode()
@@ -134,21 +145,40 @@ def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval") 
 
 
 def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg: TrainConfig,
-        num_classes: int) -> dict:
-    """Train for cfg.epochs with Mixup/CutMix, evaluating after every epoch. Returns the last evaluation's metrics
-    with the epoch count and the training throughput (images/s over all processes)."""
+        num_classes: int, progress: Progress, checkpoints: Path) -> dict:
+    """Train from `progress` (fresh or restored) to cfg.epochs with Mixup/CutMix, evaluating and checkpointing
+    after every epoch. Returns the last evaluation's metrics, the epoch count, the optimizer update count and the
+    training throughput (images/s over all processes)."""
     mixup = create_mixup(cfg, num_classes)
     criterion = train_criterion(mixup, cfg.smoothing)
-    num_updates, train_seconds, train_images, metrics = 0, 0.0, 0, {}
-    for epoch in range(cfg.epochs):
+
+    def checkpoint():
+        path = save_checkpoint(accelerator, checkpoints, progress, cfg.keep_checkpoints)
+        logger.info(f"checkpoint {path}")
+
+    metrics = {}
+    while progress.epoch < cfg.epochs:
+        # the seedable sampler's order and the augmentations depend only on (seed, epoch): a resumed epoch
+        # re-creates them and skips the batches already trained on
+        train_loader.set_epoch(progress.epoch)
+        train_loader.dataset.set_epoch(progress.epoch)
+        loader = accelerator.skip_first_batches(train_loader, progress.batches_done) if progress.batches_done \
+            else train_loader
         start = time.perf_counter()
-        num_updates, images_per_second = train_one_epoch(accelerator, model, train_loader, optimizer, scheduler,
-                                                         criterion, mixup, cfg, epoch, num_updates)
-        train_seconds += time.perf_counter() - start
-        train_images += len(train_loader) * cfg.batch_size * accelerator.num_processes
+        images_per_second = train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup,
+                                            cfg, progress, checkpoint)
+        progress.train_seconds += time.perf_counter() - start
+        progress.train_images += len(loader) * cfg.batch_size * accelerator.num_processes
         metrics = evaluate_model(accelerator, model, eval_loader)
-        logger.info(f"epoch {epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
+        logger.info(f"epoch {progress.epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
                     f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
-        accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": epoch + 1}, step=num_updates)
-    return metrics | {"epoch": cfg.epochs,
-                      "train_images_per_second": round(train_images / max(train_seconds, 1e-9), 2)}
+        accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": progress.epoch + 1},
+                        step=progress.num_updates)
+        progress.history.append(metrics | {"epoch": progress.epoch + 1})
+        progress.epoch, progress.batches_done = progress.epoch + 1, 0
+        checkpoint()
+    if not metrics:  # resumed from the last epoch's checkpoint: the run had only the export left to do
+        metrics = evaluate_model(accelerator, model, eval_loader)
+    return metrics | {"epoch": cfg.epochs, "optimizer_updates": progress.num_updates, "history": progress.history,
+                      "train_images_per_second": round(progress.train_images / max(progress.train_seconds, 1e-9),
+                                                       2)}

@@ -47,3 +47,30 @@ def run_script(*args: str, timeout: int = 300, env: dict | None = None) -> subpr
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def plant_bad_files(folder: Path) -> list[str]:
+    """Files a real photo folder ends up with; each must be named and skipped, never crash a run."""
+    good = next(folder.glob("*.jpg")).read_bytes()
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    (folder / "notes.jpg").write_text("not an image")
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    # 15000 x 15000 = 225 M pixels: over Pillow's hard limit (2 x 89 M), yet a few KB as a 1-bit PNG
+    Image.new("1", (15000, 15000)).save(folder / "bomb.png")
+    return ["empty.jpg", "truncated.jpg", "notes.jpg", "corrupt.png", "bomb.png"]
+
+
+def plant_odd_images(folder: Path, colour=(200, 40, 40)) -> list[str]:
+    """Valid images in every awkward form; each must be used."""
+    base = Image.new("RGB", (48, 40), colour)
+    base.convert("L").save(folder / "grey.png")
+    base.convert("CMYK").save(folder / "cmyk.jpg")
+    base.convert("P").save(folder / "palette.png", transparency=0)
+    base.convert("RGBA").save(folder / "alpha.png")
+    Image.fromarray(np.full((40, 48), 40000, dtype=np.uint16)).save(folder / "sixteen_bit.png")
+    base.resize((400, 8)).save(folder / "panorama.jpg")
+    exif = base.getexif()
+    exif[0x0112] = 6
+    base.save(folder / "rotated.jpg", exif=exif)
+    return ["grey.png", "cmyk.jpg", "palette.png", "alpha.png", "sixteen_bit.png", "panorama.jpg", "rotated.jpg"]

@@ -1,4 +1,5 @@
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from PIL import Image
 
 from conftest import CLASSES, write_image_folder
 from food101hf.config import TrainConfig
-from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, to_rgb
+from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, to_rgb, with_transform
 
 DATA_CONFIG = {"interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                "crop_pct": 0.95}
@@ -85,6 +86,12 @@ def test_max_samples_limit_both_splits(image_folder):
     assert (len(splits.train), len(splits.eval)) == (5, 2)
 
 
+def test_too_small_for_a_hold_out_is_a_clear_error(tmp_path):
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
+    with pytest.raises(DatasetError, match="add a validation/ folder"):
+        load_splits(TrainConfig(dataset=str(tmp_path / "d")))
+
+
 def test_single_class_and_missing_folder_are_clear_errors(tmp_path):
     write_image_folder(tmp_path / "one" / "train", ["pizza"], 3)
     with pytest.raises(DatasetError, match="at least 2"):
@@ -101,3 +108,40 @@ def test_loaders_drop_the_last_partial_batch_in_training_only(image_folder):
     assert sizes == [5, 4]  # every eval image, once
     batch = next(iter(train))
     assert batch["pixel_values"].shape == (5, 3, 32, 32)
+
+
+def test_bad_files_are_named_and_skipped_and_odd_valid_images_are_kept(image_folder):
+    from conftest import plant_bad_files, plant_odd_images
+
+    bad = plant_bad_files(image_folder / "validation" / "beignets")
+    odd = plant_odd_images(image_folder / "validation" / "beignets")
+    bad_train = plant_bad_files(image_folder / "train" / "fish and chips")
+    splits = load_splits(TrainConfig(dataset=str(image_folder)))
+    assert len(splits.eval) == 9 + len(odd)  # every valid image, the odd ones included
+    assert len(splits.train) == 24
+    assert sorted(Path(s["file"]).name for s in splits.skipped) == sorted(bad + bad_train)
+    errors = {Path(s["file"]).name: s["error"] for s in splits.skipped if s["split"] == "eval"}
+    assert errors["bomb.png"].startswith("DecompressionBombError")
+    assert "UnidentifiedImageError" in errors["notes.jpg"]
+    for sample in with_transform(splits.eval, build_transform(DATA_CONFIG, 32, False)):
+        assert sample["pixel_values"].shape == (3, 32, 32)
+
+
+def test_an_empty_class_folder_or_split_is_refused_before_training(tmp_path):
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
+    (tmp_path / "d" / "train" / "tiramisu").mkdir()
+    with pytest.raises(DatasetError, match="tiramisu has no images"):
+        load_splits(TrainConfig(dataset=str(tmp_path / "d")))
+    (tmp_path / "d" / "train" / "tiramisu").rmdir()
+    (tmp_path / "d" / "validation").mkdir()
+    with pytest.raises(DatasetError, match="validation has no class folders"):
+        load_splits(TrainConfig(dataset=str(tmp_path / "d")))
+
+
+def test_a_class_whose_every_image_is_unreadable_is_refused(tmp_path):
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
+    write_image_folder(tmp_path / "d" / "validation", CLASSES, 1)
+    for image in (tmp_path / "d" / "train" / "beignets").iterdir():
+        image.write_bytes(b"broken")
+    with pytest.raises(DatasetError, match="no readable training images for class.*beignets"):
+        load_splits(TrainConfig(dataset=str(tmp_path / "d")))
