@@ -127,21 +127,40 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
 
 
 @torch.inference_mode()
-def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval") -> dict:
-    """Top-1, top-5 and mean cross-entropy over every eval image exactly once (gather_for_metrics drops the
-    samples a distributed sampler repeats to even out the last batch)."""
+def gathered_logits(accelerator: Accelerator, model, loader, desc: str = "eval", tta: bool = False):
+    """Yield (logits, labels) per batch, gathered from every process with `gather_for_metrics`, which drops the
+    samples a distributed sampler repeats to even out the last batch: every eval image exactly once. Accelerate
+    shards an unshuffled loader batch by batch in process order, so the gathered rows follow the dataset's order.
+    With `tta`, the logits are the mean over the image and its horizontal mirror."""
     model.eval()
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True):
+        images = batch["pixel_values"].to(memory_format=torch.channels_last)
+        logits = model(images).float()
+        if tta:
+            logits = (logits + model(images.flip(-1)).float()) / 2
+        yield accelerator.gather_for_metrics((logits, batch["label"]))
+
+
+def ranked_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """The k best classes per row, best first; column 0 is the top-1 prediction every metric here counts."""
+    return logits.topk(min(k, logits.shape[-1]), dim=-1).indices
+
+
+def score_logits(batches) -> dict:
+    """Top-1 and top-5 through the shipped `evaluate` module, and mean cross-entropy, over (logits, labels)
+    batches."""
     metric = evaluate.load(TOPK_ACCURACY, keep_in_memory=True)
     loss_sum, count = 0.0, 0
-    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True):
-        logits = model(batch["pixel_values"].to(memory_format=torch.channels_last)).float()
-        losses = F.cross_entropy(logits, batch["label"], reduction="none")
-        ranked = logits.topk(min(5, logits.shape[-1]), dim=-1).indices
-        ranked, labels, losses = accelerator.gather_for_metrics((ranked, batch["label"], losses))
-        metric.add_batch(predictions=ranked.cpu().tolist(), references=labels.cpu().tolist())
-        loss_sum += losses.sum().item()
+    for logits, labels in batches:
+        metric.add_batch(predictions=ranked_predictions(logits).cpu().tolist(), references=labels.cpu().tolist())
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         count += len(labels)
     return {**metric.compute(k=[1, 5]), "eval_loss": loss_sum / count, "num_eval_samples": count}
+
+
+def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval", tta: bool = False) -> dict:
+    """Top-1, top-5 and mean cross-entropy over every eval image exactly once."""
+    return score_logits(gathered_logits(accelerator, model, loader, desc, tta))
 
 
 def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg: TrainConfig,
