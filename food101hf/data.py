@@ -155,7 +155,8 @@ def drop_unreadable(dataset: Dataset, image_column: str, split: str, num_proc: i
     return dataset.select([i for i, error in enumerate(errors) if not error]), skipped
 
 
-def _load(cfg: TrainConfig) -> DatasetDict:
+def load_dataset_dict(cfg: TrainConfig) -> DatasetDict:
+    """Every split of cfg.dataset (a Hub id, a local folder or 'demo'); images are decoded on access."""
     if cfg.dataset == "demo":
         from .demo import default_demo_dir, make_demo
 
@@ -173,7 +174,7 @@ def _load(cfg: TrainConfig) -> DatasetDict:
 
 def load_splits(cfg: TrainConfig) -> Splits:
     """Train and eval datasets with `image`/`label` columns named as in cfg, and the label names."""
-    ds = _load(cfg)
+    ds = load_dataset_dict(cfg)
     if "train" not in ds:
         raise DatasetError(f"{cfg.dataset}: no 'train' split (found {', '.join(ds)})")
     label_feature = ds["train"].features.get(cfg.label_column)
