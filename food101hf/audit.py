@@ -1,0 +1,176 @@
+"""What a dataset actually holds: image modes and sizes, duplicate images and unreadable files, per split.
+
+Run it with ``python -m food101hf.report --audit --dataset D [--output-dir R]``. A local folder (or the demo) is
+walked file by file, as `datasets`' imagefolder would index it: D/<split>/<class>/<file>, where a file counts as
+an image by its extension. imagefolder does not open files when it indexes them, so an empty, truncated or
+mislabelled file only fails when training decodes it; here every image is fully decoded. A Hub dataset is read
+with its image column undecoded, so the hash is over the bytes the Hub serves. Duplicates are exact: identical
+bytes (SHA-256); a re-encoded or resized copy is not caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+from PIL import Image
+from tqdm.auto import tqdm
+
+LISTED = 20  # duplicate groups and unreadable files named in audit.md; audit.json names them all
+
+
+@dataclass
+class Item:
+    split: str
+    label: str
+    name: str  # the file within its split (or the row), for people to find it
+    data: bytes | None  # None: the file could not even be read
+
+
+def inspect_image(data: bytes) -> tuple[str, tuple[int, int]]:
+    """(mode, (width, height)) after a full decode; raises whatever Pillow raises for a bad file."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.load()  # a truncated file opens fine and fails here
+        return image.mode, image.size
+
+
+def audit(items: Iterable[Item], other_files: dict[str, int] | None = None) -> dict:
+    """Counts per split, and duplicate groups over all splits (within a split, across splits, across labels)."""
+    splits: dict[str, dict] = defaultdict(lambda: {"images": 0, "unreadable": 0, "modes": Counter(),
+                                                   "sizes": Counter(), "classes": Counter()})
+    by_hash: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # hash -> (split, label, name); no bytes
+    unreadable = []
+    for item in items:
+        stats = splits[item.split]
+        stats["images"] += 1
+        stats["classes"][item.label] += 1
+        try:
+            if item.data is None:
+                raise OSError("cannot be read")
+            mode, size = inspect_image(item.data)
+        except Exception as e:  # noqa: BLE001 - any failure to decode is what we count; Pillow raises many kinds
+            stats["unreadable"] += 1
+            unreadable.append({"split": item.split, "file": item.name, "error": f"{type(e).__name__}: {e}"})
+        else:
+            stats["modes"][mode] += 1
+            stats["sizes"][size] += 1
+        if item.data is not None:
+            by_hash[hashlib.sha256(item.data).hexdigest()].append((item.split, item.label, item.name))
+
+    groups = [group for group in by_hash.values() if len(group) > 1]
+    result = {"splits": {}}
+    for name, stats in sorted(splits.items()):
+        sizes, classes = stats["sizes"], stats["classes"]
+        in_split = [sum(split == name for split, _, _ in group) for group in groups]
+        result["splits"][name] = {
+            "images": stats["images"], "unreadable": stats["unreadable"],
+            "other_files": (other_files or {}).get(name, 0),
+            "classes": len(classes), "images_per_class": [min(classes.values()), max(classes.values())],
+            "modes": dict(stats["modes"].most_common()),
+            "most_common_sizes": {f"{w}x{h}": n for (w, h), n in sizes.most_common(10)},
+            "distinct_sizes": len(sizes),
+            "longer_side": [min(map(max, sizes), default=None), max(map(max, sizes), default=None)],
+            "shorter_side": [min(map(min, sizes), default=None), max(map(min, sizes), default=None)],
+            "duplicates": sum(n - 1 for n in in_split if n > 1),  # copies beyond the first, within the split
+        }
+    result["duplicate_groups"] = len(groups)
+    result["duplicates_across_splits"] = sum(len({split for split, _, _ in group}) > 1 for group in groups)
+    result["duplicates_across_labels"] = sum(len({label for _, label, _ in group}) > 1 for group in groups)
+    result["duplicate_files"] = [[f"{split}/{name}" for split, _, name in group] for group in groups]
+    result["unreadable_files"] = unreadable
+    return result
+
+
+def folder_items(root: Path, other_files: Counter) -> Iterator[Item]:
+    """root/<split>/<class>/... files with an image extension; counts the rest per split in `other_files`."""
+    extensions = {ext.lower() for ext in ImageFolder.EXTENSIONS}
+    for path in sorted(p for p in root.glob("*/**/*") if p.is_file() and not p.name.startswith(".")):
+        relative = path.relative_to(root)
+        split = relative.parts[0]
+        if path.suffix.lower() not in extensions:
+            other_files[split] += 1
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            data = None
+        label = relative.parts[1] if len(relative.parts) > 2 else ""
+        yield Item(split, label, str(Path(*relative.parts[1:])), data)
+
+
+def hub_items(splits, image_column: str, label_column: str) -> Iterator[Item]:
+    """Every row of a DatasetDict with its image column undecoded: bytes as served, or the cached file."""
+    from datasets import Image as ImageFeature
+
+    for split, dataset in splits.items():
+        label = dataset.features[label_column]
+        dataset = dataset.cast_column(image_column, ImageFeature(decode=False))
+        for row, example in enumerate(dataset.select_columns([image_column, label_column])):
+            image = example[image_column]
+            data = image["bytes"]
+            if data is None and image["path"]:
+                data = Path(image["path"]).read_bytes()
+            yield Item(split, label.int2str(example[label_column]), image["path"] or f"row {row}", data)
+
+
+def audit_dataset(cfg) -> dict:
+    """Audit cfg.dataset (a local folder, 'demo', or a Hub id) with a progress bar."""
+    from .data import DatasetError, load_dataset_dict
+
+    root = Path(cfg.dataset).expanduser()
+    if cfg.dataset == "demo":
+        from .demo import default_demo_dir, make_demo
+
+        root = make_demo(default_demo_dir())
+    other_files: Counter = Counter()
+    if root.is_dir():
+        items = folder_items(root, other_files)
+    else:
+        splits = load_dataset_dict(cfg)
+        for name, dataset in splits.items():
+            if cfg.image_column not in dataset.features or cfg.label_column not in dataset.features:
+                raise DatasetError(f"{cfg.dataset}/{name}: no {cfg.image_column!r} and {cfg.label_column!r} "
+                                   f"columns (found {', '.join(dataset.column_names)})")
+        items = hub_items(splits, cfg.image_column, cfg.label_column)
+    result = audit(tqdm(items, desc="audit", unit="img"), other_files)
+    return {"dataset": cfg.dataset} | result
+
+
+def audit_markdown(result: dict) -> str:
+    """The audit as a table, one column per split, then the duplicates and unreadable files found."""
+    splits = result["splits"]
+    rows = [("images", lambda s: s["images"]), ("unreadable", lambda s: s["unreadable"]),
+            ("other files (not an image extension)", lambda s: s["other_files"]),
+            ("classes", lambda s: s["classes"]), ("images per class (min–max)", lambda s: "–".join(
+                map(str, s["images_per_class"]))),
+            ("modes", lambda s: ", ".join(f"{m} {n}" for m, n in s["modes"].items())),
+            ("distinct sizes", lambda s: s["distinct_sizes"]),
+            ("most common size", lambda s: next((f"{k} ({n})" for k, n in s["most_common_sizes"].items()), "–")),
+            ("longer side (min–max px)", lambda s: "–".join(map(str, s["longer_side"]))),
+            ("shorter side (min–max px)", lambda s: "–".join(map(str, s["shorter_side"]))),
+            ("duplicate copies within the split", lambda s: s["duplicates"])]
+    lines = [f"# Audit of {result['dataset']}", "", "| | " + " | ".join(splits) + " |",
+             "|---" * (len(splits) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(str(get(s)) for s in splits.values()) + " |" for name, get in rows]
+    lines += ["", f"Identical files (SHA-256 of the bytes): {result['duplicate_groups']} groups, "
+              f"{result['duplicates_across_splits']} spanning splits, {result['duplicates_across_labels']} "
+              f"with different labels."]
+    lines += [f"- {', '.join(group)}" for group in result["duplicate_files"][:LISTED]]
+    if result["unreadable_files"]:
+        lines += ["", f"Unreadable files ({len(result['unreadable_files'])}):"]
+        lines += [f"- {u['split']}/{u['file']}: {u['error']}" for u in result["unreadable_files"][:LISTED]]
+    if max(len(result["duplicate_files"]), len(result["unreadable_files"])) > LISTED:
+        lines += ["", f"(the first {LISTED} of each; audit.json lists them all)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_audit(result: dict, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "audit.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out_dir / "audit.md").write_text(audit_markdown(result), encoding="utf-8")
