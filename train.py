@@ -5,11 +5,13 @@
     torchrun --nproc_per_node 2 train.py --config configs/demo.yaml                               # 2 CPU processes
 
 Flags override the preset; `python train.py --help` lists them. Writes model.safetensors, config.json (timm's
-Hub format), metrics.json, README.md (model card) and train_config.yaml into --output-dir.
+Hub format), metrics.json, README.md (model card), train_config.yaml and report/ (error analysis) into
+--output-dir.
 """
 
 import dataclasses
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from food101hf.data import DatasetError, build_loaders, load_splits
 from food101hf.engine import create_accelerator, create_scheduler, fit, updates_per_epoch
 from food101hf.hub import HubError, push_folder, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
+from food101hf.report import write_report
 
 logger = get_logger("train")
 
@@ -86,6 +89,15 @@ def main(argv=None) -> int:
     # train, evaluating and checkpointing after every epoch
     metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, num_classes, progress,
                   checkpoints)
+
+    # error analysis of the final model: every process evaluates its shard, the main process writes report/
+    # (before end_training, which takes the process group down, and before the model card, which shows it)
+    if cfg.report:
+        write_report(accelerator, model, eval_loader, splits.label_names, out / "report", cfg.image_size,
+                     eval_split=splits.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
+                     title=f"Error analysis of {out.name}")
+    elif accelerator.is_main_process:
+        shutil.rmtree(out / "report", ignore_errors=True)  # an earlier run's report describes other weights
     accelerator.end_training()
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push

@@ -69,6 +69,8 @@ class TrainConfig:
                                  "'no', 'fp16' or 'bf16'", "auto")
     output_dir: str = _help("where the model, metrics, model card and config are written", "outputs/food101")
     report_to: str | None = _help("experiment tracker for Accelerate, e.g. 'tensorboard'", None)
+    report: bool = _help("after training, write the error analysis (food101hf.report) into OUTPUT_DIR/report/",
+                         True)
     checkpoint_every: int | None = _help("also checkpoint every N optimizer updates (always at each epoch's end)",
                                          None)
     keep_checkpoints: int = _help("how many of the newest checkpoints to keep", 2)

@@ -96,6 +96,7 @@ Evaluated on {{ eval_split }} ({{ num_eval_samples }} images, {{ image_size }} p
 | top-5 | {{ "%.2f" | format(top5 * 100) }}% |
 | eval loss | {{ "%.4f" | format(eval_loss) }} |
 {{ extra_results }}
+{{ error_analysis }}
 ## How to use
 
 ```python
@@ -135,7 +136,8 @@ def _recipe_summary(recipe: dict) -> str:
 
 
 def build_card(folder: str | Path, repo_id: str | None = None) -> ModelCard:
-    """The model card for an output folder, built from its config.json, metrics.json and train_config.yaml."""
+    """The model card for an output folder, built from its config.json, metrics.json and train_config.yaml, with
+    the error analysis section that food101hf.report writes into report/card.md when the folder has one."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -166,6 +168,8 @@ def build_card(folder: str | Path, repo_id: str | None = None) -> ModelCard:
         eval_split=metrics.get("eval_split", "validation"), num_eval_samples=metrics["num_eval_samples"],
         top1=metrics["top1"], top5=metrics["top5"], eval_loss=metrics["eval_loss"],
         extra_results=metrics.get("card_extra", ""),
+        error_analysis=(folder / "report" / "card.md").read_text(encoding="utf-8")
+        if (folder / "report" / "card.md").is_file() else "",
         load_id=load_id, model_ref=repo_id or str(folder),
         recipe_summary=_recipe_summary(recipe), recipe_yaml=yaml.safe_dump(recipe, sort_keys=False),
     )

@@ -23,7 +23,7 @@ def test_any_local_folder_trains_from_scratch_and_exports_a_timm_model(image_fol
     assert f"model saved to {out.resolve()}" in result.stderr
 
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["README.md", "checkpoints", "config.json", "metrics.json", "model.safetensors",
+    assert files == ["README.md", "checkpoints", "config.json", "metrics.json", "model.safetensors", "report",
                      "train_config.yaml"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_eval_samples"] == 9 and metrics["image_size"] == 32 and metrics["epoch"] == 2
@@ -36,6 +36,10 @@ def test_any_local_folder_trains_from_scratch_and_exports_a_timm_model(image_fol
     assert yaml.safe_load((out / "train_config.yaml").read_text())["freeze"] == "none"
     card = (out / "README.md").read_text()
     assert "library_name: timm" in card and f"{metrics['top1'] * 100:.2f}%" in card
+    # the error analysis of the final weights, in report/ and on the card; same images, same top-1
+    report = json.loads((out / "report" / "metrics.json").read_text())
+    assert (report["top1"], report["num_eval_samples"]) == (metrics["top1"], 9)
+    assert "## Error analysis" in card and "](report/confusion_matrix.png)" in card
 
 
 def test_default_freeze_and_mixup_run_with_accumulation(image_folder, tmp_path):
