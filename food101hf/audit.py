@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+from datasets.packaged_modules.imagefolder.imagefolder import IMAGE_EXTENSIONS
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -89,7 +89,7 @@ def audit(items: Iterable[Item], other_files: dict[str, int] | None = None) -> d
 
 def folder_items(root: Path, other_files: Counter) -> Iterator[Item]:
     """root/<split>/<class>/... files with an image extension; counts the rest per split in `other_files`."""
-    extensions = {ext.lower() for ext in ImageFolder.EXTENSIONS}
+    extensions = {ext.lower() for ext in IMAGE_EXTENSIONS}
     for path in sorted(p for p in root.glob("*/**/*") if p.is_file() and not p.name.startswith(".")):
         relative = path.relative_to(root)
         split = relative.parts[0]
@@ -106,17 +106,21 @@ def folder_items(root: Path, other_files: Counter) -> Iterator[Item]:
 
 def hub_items(splits, image_column: str, label_column: str) -> Iterator[Item]:
     """Every row of a DatasetDict with its image column undecoded: bytes as served, or the cached file."""
+    from datasets import ClassLabel
     from datasets import Image as ImageFeature
 
     for split, dataset in splits.items():
-        label = dataset.features[label_column]
+        feature = dataset.features[label_column]
+        label_name = feature.int2str if isinstance(feature, ClassLabel) else str
         dataset = dataset.cast_column(image_column, ImageFeature(decode=False))
         for row, example in enumerate(dataset.select_columns([image_column, label_column])):
-            image = example[image_column]
-            data = image["bytes"]
+            image, data = example[image_column], example[image_column]["bytes"]
             if data is None and image["path"]:
-                data = Path(image["path"]).read_bytes()
-            yield Item(split, label.int2str(example[label_column]), image["path"] or f"row {row}", data)
+                try:
+                    data = Path(image["path"]).read_bytes()
+                except OSError:
+                    pass  # counted as unreadable
+            yield Item(split, label_name(example[label_column]), image["path"] or f"row {row}", data)
 
 
 def audit_dataset(cfg) -> dict:
@@ -145,7 +149,7 @@ def audit_dataset(cfg) -> dict:
 def audit_markdown(result: dict) -> str:
     """The audit as a table, one column per split, then the duplicates and unreadable files found."""
     splits = result["splits"]
-    rows = [("images", lambda s: s["images"]), ("unreadable", lambda s: s["unreadable"]),
+    rows = [("image files", lambda s: s["images"]), ("unreadable", lambda s: s["unreadable"]),
             ("other files (not an image extension)", lambda s: s["other_files"]),
             ("classes", lambda s: s["classes"]), ("images per class (min–max)", lambda s: "–".join(
                 map(str, s["images_per_class"]))),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import sys
 import textwrap
@@ -27,11 +28,14 @@ from matplotlib.figure import Figure  # no pyplot: no global backend or figure s
 from matplotlib.ticker import PercentFormatter
 
 from .data import DatasetError, to_rgb
+from .engine import gathered_logits, ranked_predictions, score_logits
 
 PER_CLASS_FIELDS = ["label", "accuracy", "support", "precision", "recall", "f1"]
 PAIR_FIELDS = ["true_label", "predicted_label", "count", "share_of_true_class"]
 DPI = 100
 MISTAKES_SHOWN = 24
+
+logger = logging.getLogger(__name__)
 
 
 # ---- pure tables: integer labels and predictions in, rows out ----
@@ -50,14 +54,18 @@ def _ratio(numerator: int, denominator: int) -> float | None:
 def per_class_table(confusion: np.ndarray, label_names: list[str]) -> list[dict]:
     """One row per class, worst accuracy first. A class's accuracy is the share of its images classified
     correctly, which is also its recall, so the support-weighted mean of the accuracies is exactly top-1.
-    Undefined ratios (a class with no images, or never predicted) are None."""
+    A class with no images has no accuracy (None); one never predicted has no precision (None) and an F1 of 0."""
     correct, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
     rows = []
     for i, name in enumerate(label_names):
         recall = _ratio(int(correct[i]), int(support[i]))
         precision = _ratio(int(correct[i]), int(predicted[i]))
-        f1 = None if recall is None or precision is None else (
-            2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+        if recall is None:
+            f1 = None
+        elif precision is None or precision + recall == 0:
+            f1 = 0.0
+        else:
+            f1 = 2 * precision * recall / (precision + recall)
         rows.append({"label": name, "accuracy": recall, "support": int(support[i]), "precision": precision,
                      "recall": recall, "f1": f1})
     return sorted(rows, key=lambda row: (row["accuracy"] is None, row["accuracy"] or 0.0, row["label"]))
@@ -210,8 +218,6 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     """Evaluate `model` on `eval_loader` (prepared by `accelerator`, unshuffled, built over a `datasets`
     Dataset with `with_transform`) and write the report into `out_dir`. Call it on every process: each
     evaluates its shard and all receive the gathered logits; the main process writes. Returns the metrics."""
-    from .engine import gathered_logits, ranked_predictions, score_logits
-
     batches = list(gathered_logits(accelerator, model, eval_loader, desc="report", tta=tta))
     logits, labels = torch.cat([b[0] for b in batches]).cpu(), torch.cat([b[1] for b in batches]).cpu()
     metrics = score_logits([(logits, labels)]) | {"image_size": image_size, "tta": tta, "eval_split": eval_split}
@@ -219,10 +225,11 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
         return metrics
 
     raw = eval_loader.dataset.with_format(None)  # the untransformed rows: original images and labels
-    if not np.array_equal(labels.numpy(), raw[label_column]):
+    labels = labels.numpy()
+    if not np.array_equal(labels, raw[label_column]):
         raise RuntimeError("the gathered evaluation is not in dataset order; is the eval loader shuffled?")
     predictions = ranked_predictions(logits)[:, 0].numpy()
-    confusion = confusion_matrix(labels.numpy(), predictions, len(label_names))
+    confusion = confusion_matrix(labels, predictions, len(label_names))
     per_class, pairs = per_class_table(confusion, label_names), confused_pairs(confusion, label_names)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -231,14 +238,13 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     _write_csv(out_dir / "confused_pairs.csv", PAIR_FIELDS, pairs)
 
     title = title or "Error analysis"
+    # the wrong predictions the model was surest about, shown as the original images
     confidence = logits.softmax(-1).max(-1).values.numpy()
-    wrong = np.flatnonzero(predictions != labels.numpy())
+    wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
-    images = []
-    for i in shown:
-        image = to_rgb(raw[int(i)][image_column])
-        image.thumbnail((400, 400))
-        images.append(image)
+    images = [to_rgb(raw[int(i)][image_column]) for i in shown]
+    for image in images:
+        image.thumbnail((400, 400))  # in place; a tile is 250 px wide
     captions = [_caption(label_names[labels[i]], label_names[predictions[i]], confidence[i]) for i in shown]
     pictures = {
         "confusion_matrix.png": ("confusion matrix", plot_confusion(
@@ -262,24 +268,28 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
 # ---- command line ----
 
 def _eval_dataset(cfg, split: str | None):
-    """(dataset, label names, where it comes from): `split` of cfg.dataset, or by default the eval split
-    train.py uses (validation or test, else the same seeded stratified hold-out of train)."""
+    """(dataset, label names, where it comes from): `split` of cfg.dataset, by default validation or test, else
+    the seeded stratified hold-out of train that train.py evaluated on. Unreadable images are dropped and named."""
     from datasets import ClassLabel
 
-    from .data import load_dataset_dict, load_splits
+    from .data import EVAL_SPLITS, drop_unreadable, load_dataset_dict, load_splits
 
+    found = load_dataset_dict(cfg)
+    split = split or next((name for name in EVAL_SPLITS if name in found), None)
     if split is None:
         splits = load_splits(cfg)
         return splits.eval, splits.label_names, splits.eval_split
-    found = load_dataset_dict(cfg)
     if split not in found:
         raise DatasetError(f"{cfg.dataset}: no split {split!r} (found {', '.join(found)})")
     dataset = found[split]
     feature = dataset.features.get(cfg.label_column)
     if not isinstance(feature, ClassLabel):
         raise DatasetError(f"{cfg.dataset}/{split}: column {cfg.label_column!r} is not a ClassLabel")
-    if cfg.max_eval_samples:
-        dataset = dataset.select(range(min(cfg.max_eval_samples, len(dataset))))
+    if cfg.max_eval_samples:  # the same seeded subset as train.py's: Food-101's splits are sorted by class
+        dataset = dataset.shuffle(seed=cfg.seed).select(range(min(cfg.max_eval_samples, len(dataset))))
+    dataset, skipped = drop_unreadable(dataset, cfg.image_column, split, cfg.num_workers)
+    for item in skipped:
+        logger.warning("skipping %s (%s): %s", item["file"], split, item["error"])
     return dataset, list(feature.names), split
 
 
@@ -307,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-column", default=defaults.label_column)
     parser.add_argument("--mixed-precision", default=defaults.mixed_precision, help="as in train.py")
     args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    logging.getLogger("timm").setLevel(logging.WARNING)  # two lines about which weights file it loaded
     if not args.audit and not (args.model and args.output_dir):
         parser.error("a report needs --model and --output-dir (or pass --audit)")
     cfg = TrainConfig(dataset=args.dataset, image_column=args.image_column, label_column=args.label_column,

@@ -13,7 +13,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from conftest import CLASSES, run_script, write_image_folder
+from conftest import CLASSES, plant_bad_files, run_script, write_image_folder
 from food101hf.audit import audit, folder_items, hub_items
 from food101hf.data import build_transform, with_transform
 from food101hf.engine import ranked_predictions, score_logits
@@ -60,6 +60,9 @@ def test_confused_pairs_are_recovered_from_a_constructed_confusion():
     table = {r["label"]: r for r in per_class_table(confusion_matrix(labels, predictions, 4), names)}
     assert table["steak"]["precision"] == 5 / 9 and table["pork_chop"]["precision"] == 3 / 4
     assert table["tacos"]["f1"] == 1.0
+    never_predicted = per_class_table(confusion_matrix([0, 1], [0, 0], 2), ["a", "b"])[0]
+    assert never_predicted == {"label": "b", "accuracy": 0.0, "support": 1, "precision": None, "recall": 0.0,
+                               "f1": 0.0}
 
 
 def test_cluster_order_keeps_confused_classes_together():
@@ -93,6 +96,7 @@ class MeanColour(torch.nn.Module):
         super().__init__()
         self.head = torch.nn.Linear(3, num_classes)
         torch.nn.init.normal_(self.head.weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.zeros_(self.head.bias)
 
     def forward(self, x):
         return self.head(x.mean((2, 3)))
@@ -142,32 +146,29 @@ def test_report_files_pictures_and_card_section(accelerator, tmp_path):
     assert "](report/confusion_matrix.png)" in card and "Most confused pairs" in card
 
 
-def _plant_bad_files(root):
+def _plant_audit_folder(root) -> list[str]:
     write_image_folder(root / "train", ["a", "b"], per_class=3, size=(30, 20))
     write_image_folder(root / "validation", ["a", "b"], per_class=2, size=(30, 20), seed=1)
-    (root / "train" / "a" / "empty.jpg").write_bytes(b"")
-    jpeg = (root / "train" / "a" / "0.jpg").read_bytes()
-    (root / "train" / "a" / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
-    (root / "train" / "b" / "text.jpg").write_text("not an image")
-    (root / "train" / "b" / "notes.txt").write_text("not an image either, and not named like one")
+    bad = plant_bad_files(root / "train" / "a")
+    (root / "train" / "b" / "notes.txt").write_text("not named like an image: imagefolder skips it too")
     shutil.copy(root / "train" / "a" / "1.jpg", root / "train" / "b" / "copy.jpg")  # same split, other label
     shutil.copy(root / "train" / "a" / "2.jpg", root / "validation" / "a" / "leak.jpg")  # across splits
     Image.new("L", (12, 10)).save(root / "train" / "b" / "grey.png")
+    return [f"a/{name}" for name in bad]
 
 
 def test_audit_counts_planted_duplicates_and_bad_files(tmp_path):
-    _plant_bad_files(tmp_path / "d")
+    bad = _plant_audit_folder(tmp_path / "d")
     other = Counter()
     result = audit(folder_items(tmp_path / "d", other), other)
     train, validation = result["splits"]["train"], result["splits"]["validation"]
-    assert (train["images"], train["unreadable"], train["other_files"]) == (11, 3, 1)
+    assert (train["images"], train["unreadable"], train["other_files"]) == (8 + len(bad), len(bad), 1)
     assert train["modes"] == {"RGB": 7, "L": 1} and train["most_common_sizes"]["30x20"] == 7
     assert train["longer_side"] == [12, 30] and train["classes"] == 2 and train["duplicates"] == 1
     assert (validation["images"], validation["unreadable"], validation["duplicates"]) == (5, 0, 0)
     assert result["duplicate_groups"] == 2
     assert result["duplicates_across_splits"] == 1 and result["duplicates_across_labels"] == 1
-    assert sorted(u["file"] for u in result["unreadable_files"]) == ["a/empty.jpg", "a/truncated.jpg",
-                                                                      "b/text.jpg"]
+    assert sorted(u["file"] for u in result["unreadable_files"]) == sorted(bad)
     assert ["train/a/2.jpg", "validation/a/leak.jpg"] in result["duplicate_files"]
 
 
@@ -204,9 +205,9 @@ def test_report_and_audit_commands_on_a_trained_model(image_folder, tmp_path):
                         "--split", "tset", "--output-dir", str(out))
     assert result.returncode == 2 and "no split 'tset'" in result.stderr and "Traceback" not in result.stderr
 
-    _plant_bad_files(tmp_path / "bad")
+    bad = _plant_audit_folder(tmp_path / "bad")
     result = run_script("-m", "food101hf.report", "--audit", "--dataset", str(tmp_path / "bad"),
                         "--output-dir", str(tmp_path / "audit"))
     assert result.returncode == 0, result.stderr
-    assert "| unreadable | 3 | 0 |" in result.stdout
+    assert f"| unreadable | {len(bad)} | 0 |" in result.stdout
     assert json.loads((tmp_path / "audit" / "audit.json").read_text())["duplicate_groups"] == 2
