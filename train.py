@@ -79,7 +79,8 @@ def main(argv=None) -> int:
                       metrics)
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
         if cfg.push_to_hub:
-            url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision)
+            url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision,
+                              commit_message=cfg.hub_commit_message)
             logger.info(f"pushed to {url}")
     return 0
 
