@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+import torchvision
 from PIL import Image, ImageOps
 
 import food101hf
@@ -62,10 +63,16 @@ def test_preprocessing_is_the_models_own_eval_transform(model_dir, predictor, ph
     model = timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
     cfg = timm.data.resolve_model_data_config(model)
     assert cfg["input_size"] == (3, 40, 40) and predictor.data_config == cfg
+    # timm's eval transform on a uint8 tensor is within one grey level of the same transform on the PIL image
+    pixels = predictor.preprocess(photo)
+    reference = timm.data.create_transform(**cfg, normalize=False)(Image.open(photo).convert("RGB"))
+    assert pixels.dtype == torch.uint8 and pixels.shape == reference.shape == (3, 40, 40)
+    assert (pixels.int() - reference.int()).abs().max() <= 1
+    # and the batched normalisation is timm's Normalize with the model's mean and std
+    normalise = torchvision.transforms.Normalize(cfg["mean"], cfg["std"])
     with torch.no_grad():
-        expected = model(timm.data.create_transform(**cfg)(Image.open(photo).convert("RGB"))[None]).softmax(-1)[0]
-    labels = model.pretrained_cfg["label_names"]
-    assert scores(predictor(photo, top_k=3)) == pytest.approx(dict(zip(labels, expected.tolist())), abs=1e-5)
+        expected = model(normalise(pixels.float() / 255)[None]).softmax(-1)
+    assert torch.allclose(predictor.probabilities(pixels[None]), expected, atol=1e-5)
 
 
 def test_flip_tta_scores_a_photo_and_its_mirror_alike(model_dir, photo):
