@@ -237,7 +237,7 @@ sys.modules[__name__].__class__ = _CallableModule
 
 def expand(paths: list[str]) -> list[Path]:
     """Files as given; folders as the image files under them (by extension, sorted)."""
-    extensions = {ext for ext, _ in Image.registered_extensions().items()}
+    extensions = set(Image.registered_extensions())
     found = []
     for path in map(Path, paths):
         if path.is_dir():
