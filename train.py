@@ -10,7 +10,6 @@ Hub format), metrics.json, README.md (model card), train_config.yaml and report/
 """
 
 import dataclasses
-import logging
 import shutil
 import sys
 from pathlib import Path
@@ -20,10 +19,10 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from timm.data import resolve_model_data_config
 
-from food101hf.checkpoint import CheckpointError, Progress, find_checkpoint, load_checkpoint, run_signature
+from food101hf.checkpoint import CheckpointError, start_or_resume
 from food101hf.config import TrainConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, load_splits
-from food101hf.engine import create_accelerator, create_scheduler, fit, updates_per_epoch
+from food101hf.engine import create_accelerator, create_scheduler, fit, setup_logging, updates_per_epoch
 from food101hf.hub import HubError, push_folder, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
 from food101hf.report import write_report
@@ -33,9 +32,7 @@ logger = get_logger("train")
 
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, description=__doc__)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    for chatty in ("accelerate.accelerator", "accelerate.checkpointing"):  # a line per file of every checkpoint
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    setup_logging()
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
@@ -73,15 +70,7 @@ def main(argv=None) -> int:
     # resume: everything Accelerate saves (model, optimizer, RNGs) plus the registered scheduler and our progress
     accelerator.register_for_checkpointing(scheduler)
     checkpoints = out / "checkpoints"
-    progress = Progress(run_signature(cfg, splits.label_names, accelerator.num_processes))
-    if cfg.resume:
-        path = find_checkpoint(cfg.resume, checkpoints)
-        if path is None:
-            logger.info(f"--resume auto: no checkpoint in {checkpoints}, starting fresh")
-        else:
-            progress = load_checkpoint(accelerator, path, progress.signature)
-            logger.info(f"resumed from {path}: epoch {progress.epoch + 1}, batch {progress.batches_done}, "
-                        f"update {progress.num_updates}")
+    progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints)
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
@@ -107,7 +96,8 @@ def main(argv=None) -> int:
                       metrics)
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
         if cfg.push_to_hub:
-            url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision)
+            url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision,
+                              commit_message=cfg.hub_commit_message)
             logger.info(f"pushed to {url}")
     return 0
 

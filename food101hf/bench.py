@@ -1,27 +1,33 @@
-"""Training speed, measured in one run so that the ratios compare like with like.
+"""Speed, measured in one run so that every ratio compares things timed side by side on the same machine.
 
-    python -m food101hf.bench                 # every section, ~3 min on a 2-core CPU
-    python -m food101hf.bench --sections model e2e data
+    python -m food101hf.bench                       # every section, ~5 min on a 2-core CPU
+    python -m food101hf.bench --sections model e2e  # some of them
+    python -m food101hf.bench --rounds 5            # more rounds for a steadier median
 
-On generated Food-101-sized JPEGs (512x384, ~65 KB, cached under $FOOD101HF_CACHE), at --image-size and
---batch-size (192 px, 32 by default), it prints images/s for
-  model  - model-only training steps on synthetic tensors (our model, freeze, precision, channels_last);
-  e2e    - our training loop over one epoch of the real data path (datasets + transforms + loader + Accelerate);
-  data   - the data path alone, one process (what one loader worker delivers);
-  naive  - the Accelerate example's defaults: fp32, every layer trainable, PIL transforms, no loader workers;
-  epoch  - the whole `train.py` process (start-up, one epoch, evaluation, export) against the naive loop's epoch;
-and the ratios e2e / model and ours / naive.
+On generated Food-101-sized JPEGs (512x384, ~80 KB, cached under $FOOD101HF_CACHE), training at --image-size and
+--batch-size (192 px, 32 by default):
+  model   - model-only training steps on synthetic tensors (our model, freeze, precision, channels_last);
+  e2e     - our training loop over one epoch of the real data path (datasets + transforms + loader + Accelerate);
+  data    - the data path alone, one process with one torch thread (what one loader worker delivers);
+  naive   - the Accelerate example's defaults: fp32, every layer trainable, PIL transforms, no loader workers;
+  epoch   - the whole `train.py` process (start-up, one epoch, evaluation, export) against the naive loop's epoch;
+  predict - the full `Predictor` API (decode, resize/crop, batching, model, top-k) against model-only inference at
+            the same precision, batch and memory format, served at 224 px; then the warm single-image latency.
+Sections run --rounds times, alternating, so that a busy moment on a shared machine hits all of them alike; each
+figure is the median of its rounds, and each ratio the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +37,23 @@ from PIL import Image
 from .config import TrainConfig
 from .demo import CLASSES, default_demo_dir, render_image
 
-SECTIONS = ("model", "e2e", "data", "naive", "epoch")
+SECTIONS = ("model", "e2e", "data", "naive", "epoch", "predict")
+
+
+def machine() -> str:
+    """The CPU (and GPU) the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def food101_sized_jpegs(root: Path, per_class: int, val_per_class: int) -> Path:
-    """An image folder of 512x384 JPEGs with photo-like noise (Food-101 images are at most 512 px, ~50-100 KB)."""
+    """An image folder of 512x384 JPEGs with photo-like noise (Food-101 images are at most 512 px, ~80 KB)."""
     marker = root / f".complete-{per_class}-{val_per_class}"
     if marker.exists():
         return root
@@ -46,17 +64,20 @@ def food101_sized_jpegs(root: Path, per_class: int, val_per_class: int) -> Path:
             for i in range(count):
                 rng = np.random.default_rng([class_index, i, split == "train"])
                 pixels = np.asarray(render_image(dish, rng, (512, 384)), dtype=np.float32)
-                pixels += rng.normal(0, 9, pixels.shape)  # sensor noise: realistic JPEG size and decode cost
+                pixels += rng.normal(0, 12, pixels.shape)  # sensor noise: realistic JPEG size and decode cost
                 Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
     marker.touch()
     return root
 
 
-def _rate(images: int, seconds: float) -> float:
-    return images / seconds
+def timed(images: int, run: Callable[[], object]) -> float:
+    """Images per second of one call of `run`."""
+    start = time.perf_counter()
+    run()
+    return images / (time.perf_counter() - start)
 
 
-def model_only(cfg: TrainConfig, steps: int) -> float:
+def model_only(cfg: TrainConfig, steps: int) -> Callable[[], float]:
     """Training steps of our model on synthetic tensors: the ceiling for the whole data path."""
     from .engine import create_accelerator, create_mixup, train_criterion
     from .model import create_model, create_optimizer, freeze
@@ -67,24 +88,27 @@ def model_only(cfg: TrainConfig, steps: int) -> float:
     model.to(memory_format=torch.channels_last)
     optimizer = create_optimizer(model, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
-    mixup, criterion = create_mixup(cfg, len(CLASSES)), train_criterion(create_mixup(cfg, len(CLASSES)), 0.1)
+    mixup = create_mixup(cfg, len(CLASSES))
+    criterion = train_criterion(mixup, cfg.smoothing)
     images = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size).to(memory_format=torch.channels_last)
     labels = torch.randint(0, len(CLASSES), (cfg.batch_size,))
     model.train()
-    for step in range(steps + 2):  # two warm-up steps: oneDNN primitive creation
-        if step == 2:
-            start = time.perf_counter()
-        x, y = mixup(images, labels)
-        loss = criterion(model(x), y)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return _rate(steps * cfg.batch_size, time.perf_counter() - start)
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            x, y = mixup(images, labels)
+            loss = criterion(model(x), y)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    run(2)  # warm-up: oneDNN primitive creation
+    return lambda: timed(steps * cfg.batch_size, lambda: run(steps))
 
 
-def end_to_end(cfg: TrainConfig) -> float:
-    """Our training loop over one epoch of the real data path, after one warm-up batch."""
+def end_to_end(cfg: TrainConfig) -> Callable[[], float]:
+    """Our training loop over one epoch of the real data path (loader workers started inside the timing)."""
     from accelerate.utils import set_seed
     from timm.data import resolve_model_data_config
 
@@ -106,36 +130,38 @@ def end_to_end(cfg: TrainConfig) -> float:
     mixup = create_mixup(cfg, len(splits.label_names))
     criterion = train_criterion(mixup, cfg.smoothing)
 
-    def epoch(loader) -> float:
-        return train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup, cfg,
-                               Progress(signature={}), checkpoint=lambda: None)
+    def epoch(loader) -> None:
+        train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup, cfg,
+                        Progress(signature={}), checkpoint=lambda: None)
 
-    epoch(accelerator.skip_first_batches(train_loader, len(train_loader) - 1))  # warm-up: workers, oneDNN
-    return epoch(train_loader)
+    epoch(accelerator.skip_first_batches(train_loader, len(train_loader) - 1))  # warm-up: oneDNN primitives
+    return lambda: timed(len(train_loader) * cfg.batch_size, lambda: epoch(train_loader))
 
 
-def data_only(cfg: TrainConfig, count: int) -> float:
-    """Decode + augment + normalise in this process, as one loader worker does (one torch thread)."""
+def data_only(cfg: TrainConfig, count: int) -> Callable[[], float]:
+    """Decode + augment + normalise in this process with one torch thread, as one loader worker does."""
     from timm.data import resolve_model_data_config
 
     from .data import SeededAugmentation, build_transform, load_splits, with_transform
     from .model import create_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # what DataLoader workers run with
     splits = load_splits(cfg)
     data_config = resolve_model_data_config(create_model(cfg, len(splits.label_names)))
-    dataset = SeededAugmentation(with_transform(splits.train, build_transform(data_config, cfg.image_size, True,
-                                                                               cfg)), cfg.seed)
-    start = time.perf_counter()
-    for index in range(count):
-        dataset[index]
-    rate = _rate(count, time.perf_counter() - start)
-    torch.set_num_threads(threads)
-    return rate
+    transform = build_transform(data_config, cfg.image_size, True, cfg)
+    dataset = SeededAugmentation(with_transform(splits.train, transform, cfg.image_column, cfg.label_column),
+                                 cfg.seed)
+
+    def run() -> None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        for index in range(count):
+            dataset[index]
+        torch.set_num_threads(threads)
+
+    return lambda: timed(count, run)
 
 
-def naive(folder: Path, cfg: TrainConfig, steps: int) -> float:
+def naive(folder: Path, cfg: TrainConfig, steps: int) -> Callable[[], float]:
     """The baseline users start from: fp32, all layers trainable, torchvision PIL transforms in the main process."""
     import timm
     from torchvision import transforms
@@ -149,69 +175,121 @@ def naive(folder: Path, cfg: TrainConfig, steps: int) -> float:
     model = timm.create_model(cfg.model, num_classes=len(labels))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     model.train()
-    for step in range(steps + 2):
-        if step == 2:
-            start = time.perf_counter()
-        batch = rng.choice(len(files), cfg.batch_size, replace=False)
-        images = torch.stack([transform(Image.open(files[i]).convert("RGB")) for i in batch])
-        targets = torch.tensor([labels[files[i].parent.name] for i in batch])
-        loss = torch.nn.functional.cross_entropy(model(images), targets)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return _rate(steps * cfg.batch_size, time.perf_counter() - start)
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            batch = rng.choice(len(files), cfg.batch_size, replace=False)
+            images = torch.stack([transform(Image.open(files[i]).convert("RGB")) for i in batch])
+            targets = torch.tensor([labels[files[i].parent.name] for i in batch])
+            loss = torch.nn.functional.cross_entropy(model(images), targets)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+    run(2)
+    return lambda: timed(steps * cfg.batch_size, lambda: run(steps))
 
 
-def whole_epoch(folder: Path, cfg: TrainConfig) -> float:
-    """Seconds for `train.py` to start, train one epoch over the folder, evaluate and export."""
+def whole_epoch(folder: Path, cfg: TrainConfig) -> Callable[[], float]:
+    """`train.py` starting, training one epoch over the folder, evaluating and exporting: images/s of the epoch."""
     script = Path(__file__).resolve().parents[1] / "train.py"
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        subprocess.run([sys.executable, str(script), "--dataset", str(folder), "--no-pretrained", "--epochs", "1",
-                        "--image-size", str(cfg.image_size), "--batch-size", str(cfg.batch_size),
-                        "--num-workers", str(cfg.num_workers), "--output-dir", out],
-                       check=True, capture_output=True)
-        return time.perf_counter() - start
+    images = len(list((folder / "train").glob("*/*.jpg")))
+
+    def run() -> None:
+        with tempfile.TemporaryDirectory() as out:
+            subprocess.run([sys.executable, str(script), "--dataset", str(folder), "--no-pretrained", "--epochs",
+                            "1", "--image-size", str(cfg.image_size), "--batch-size", str(cfg.batch_size),
+                            "--num-workers", str(cfg.num_workers), "--output-dir", out],
+                           check=True, capture_output=True)
+
+    return lambda: timed(images, run)
 
 
-def main(argv: list[str] | None = None) -> None:
+def predict_vs_model(folder: Path, cfg: TrainConfig) -> dict[str, Callable[[], float]]:
+    """The Predictor API on the validation JPEGs, and model-only inference with the same forward (normalise,
+    autocast, channels_last) on an already preprocessed uint8 batch; a random-weight 101-class ResNet-18 exported
+    like train.py's, served at 224 px (timing does not depend on the weights)."""
+    import timm
+
+    from .hub import export_model
+    from .predict import Predictor
+
+    work = Path(tempfile.mkdtemp(prefix="food101hf-bench-"))
+    export_model(timm.create_model(cfg.model, num_classes=101), work, [f"dish {i}" for i in range(101)],
+                 image_size=224, crop_pct=0.95)
+    predictor = Predictor(work, batch_size=cfg.batch_size)
+    paths = [str(p) for p in sorted((folder / "validation").glob("*/*.jpg"))]
+    paths = paths[:len(paths) // cfg.batch_size * cfg.batch_size] or paths
+    batch = torch.randint(0, 256, (cfg.batch_size, *predictor.data_config["input_size"]), dtype=torch.uint8)
+    batches = -(-len(paths) // cfg.batch_size)
+
+    def model_batches() -> None:
+        for _ in range(batches):
+            predictor.probabilities(batch)
+
+    predictor(paths)  # warm-up: kernels for each batch shape
+    model_batches()
+    return {"predict API": lambda: timed(len(paths), lambda: predictor(paths, top_k=5)),
+            "model inference": lambda: timed(batches * cfg.batch_size, model_batches),
+            "single image ms": lambda: 1000 / timed(1, lambda: predictor(paths[0]))}
+
+
+def median_spread(values: list[float]) -> str:
+    return f"{statistics.median(values):7.1f}  ({min(values):.1f}-{max(values):.1f})"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m food101hf.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; figures are their medians")
     parser.add_argument("--image-size", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=TrainConfig.num_workers)
-    parser.add_argument("--train-images", type=int, default=1920, help="images in the one-epoch run")
-    parser.add_argument("--steps", type=int, default=12, help="timed steps of the model-only and naive loops")
+    parser.add_argument("--train-images", type=int, default=1920, help="images in an epoch")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps of the model-only and naive loops")
     args = parser.parse_args(argv)
 
     per_class = args.train_images // len(CLASSES)
-    folder = food101_sized_jpegs(default_demo_dir().parent / "bench-jpegs-v1", per_class, per_class // 10)
+    folder = food101_sized_jpegs(default_demo_dir().parent / "bench-jpegs-v2", per_class, per_class // 10)
     cfg = TrainConfig(dataset=str(folder), pretrained=False, image_size=args.image_size,
                       batch_size=args.batch_size, num_workers=args.num_workers, epochs=1)
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}; {args.image_size} px, batch {args.batch_size}, "
-          f"{args.num_workers} loader workers")
-    results = {}
-    if "model" in args.sections:
-        results["model"] = model_only(cfg, args.steps)
-    if "e2e" in args.sections:
-        results["e2e"] = end_to_end(cfg)
-    if "data" in args.sections:
-        results["data"] = data_only(cfg, 4 * args.batch_size)
-    if "naive" in args.sections:
-        results["naive"] = naive(folder, cfg, max(4, args.steps // 2))
-    for name, rate in results.items():
-        print(f"{name:>6}: {rate:7.1f} img/s")
-    if {"model", "e2e"} <= results.keys():
-        print(f"e2e / model-only: {results['e2e'] / results['model']:.2f}  (target >= 0.90)")
-    if {"e2e", "naive"} <= results.keys():
-        print(f"ours / naive, per training step: {results['e2e'] / results['naive']:.2f}")
-    if "epoch" in args.sections and "naive" in results:
-        ours = whole_epoch(folder, cfg)
-        naive_epoch = per_class * len(CLASSES) / results["naive"]
-        print(f"one epoch of {per_class * len(CLASSES)} images: train.py {ours:.1f} s (whole process) vs naive "
-              f"{naive_epoch:.1f} s (its training steps alone): {naive_epoch / ours:.2f}x  (target >= 3.0)")
+    print(f"machine: {machine()}")
+    print(f"{args.image_size} px, batch {args.batch_size}, {args.num_workers} loader workers, "
+          f"{args.train_images} training images; median (range) of {args.rounds} rounds")
+    sections = set(args.sections)
+    runs = {}  # name -> one round's measurement
+    if "model" in sections:
+        runs["model"] = model_only(cfg, args.steps)
+    if "e2e" in sections:
+        runs["e2e"] = end_to_end(cfg)
+    if "data" in sections:
+        runs["data"] = data_only(cfg, 4 * args.batch_size)
+    if {"naive", "epoch"} & sections:
+        runs["naive"] = naive(folder, cfg, args.steps)
+    if "epoch" in sections:
+        runs["epoch"] = whole_epoch(folder, cfg)
+    if "predict" in sections:
+        runs |= predict_vs_model(folder, cfg)
+    rounds = {name: [] for name in runs}
+    for _ in range(args.rounds):
+        for name, run in runs.items():
+            rounds[name].append(run())
+
+    for name, values in rounds.items():
+        print(f"{name:>16}: {median_spread(values)} {'' if name.endswith('ms') else 'img/s'}")
+
+    def ratio(label: str, a: str, b: str, target: str = "") -> None:
+        if a in rounds and b in rounds:
+            values = [x / y for x, y in zip(rounds[a], rounds[b])]
+            print(f"{label}: {statistics.median(values):.2f}  (rounds: {', '.join(f'{v:.2f}' for v in values)})"
+                  f"{f'  target {target}' if target else ''}")
+
+    ratio("e2e / model-only", "e2e", "model", ">= 0.90")
+    ratio("ours / naive, per training step", "e2e", "naive")
+    ratio("train.py one epoch, whole process / naive epoch", "epoch", "naive", ">= 3.0")
+    ratio("predict API / model-only inference", "predict API", "model inference", ">= 0.85")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -19,16 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
+from accelerate.logging import get_logger
 
 from .config import TrainConfig
 
 PROGRESS_FILE = "progress.json"
 LATEST = "latest"
 PREFIX = "update-"
+logger = get_logger(__name__)
 
 # Settings that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"output_dir", "num_workers", "report_to", "push_to_hub", "hub_private", "hub_revision",
-                     "checkpoint_every", "keep_checkpoints", "resume", "report"}
+                     "hub_commit_message", "checkpoint_every", "keep_checkpoints", "resume", "report"}
 
 
 class CheckpointError(ValueError):
@@ -129,3 +131,18 @@ def load_checkpoint(accelerator: Accelerator, path: Path, signature: dict) -> Pr
                               f"or use another --output-dir to start afresh")
     accelerator.load_state(str(path))
     return Progress(**saved)
+
+
+def start_or_resume(accelerator: Accelerator, cfg: TrainConfig, label_names: list[str], root: Path) -> Progress:
+    """A fresh Progress, or, with cfg.resume, the one restored (with all of Accelerate's state) from the
+    checkpoint it names; `auto` starts fresh when root holds none yet."""
+    progress = Progress(run_signature(cfg, label_names, accelerator.num_processes))
+    path = find_checkpoint(cfg.resume, root) if cfg.resume else None
+    if cfg.resume and path is None:
+        logger.info(f"--resume auto: no checkpoint in {root}, starting fresh")
+    if path is None:
+        return progress
+    progress = load_checkpoint(accelerator, path, progress.signature)
+    logger.info(f"resumed from {path}: epoch {progress.epoch + 1}, batch {progress.batches_done}, "
+                f"update {progress.num_updates}")
+    return progress

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -24,6 +25,14 @@ from .config import TrainConfig
 from .metrics import TOPK_ACCURACY
 
 logger = get_logger(__name__)
+
+
+def setup_logging() -> None:
+    """Timestamped INFO lines for the scripts; Accelerate's line per file of every checkpoint saved or loaded
+    is muted."""
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
+    for chatty in ("accelerate.accelerator", "accelerate.checkpointing"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def cpu_has_native_bf16() -> bool:

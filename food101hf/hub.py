@@ -11,17 +11,22 @@ import argparse
 import contextlib
 import copy
 import json
+import re
 import socket
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import yaml
-from huggingface_hub import EvalResult, ModelCard, ModelCardData, constants, create_branch, create_repo, upload_folder
+from huggingface_hub import (EvalResult, ModelCard, ModelCardData, constants, create_branch, create_repo, get_token,
+                             upload_folder)
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
 WEIGHTS = "model.safetensors"
-PUSHED_FILES = [WEIGHTS, "config.json", "README.md", "metrics.json", "train_config.yaml", "report/*"]
+PUSHED_FILES = [WEIGHTS, "config.json", "README.md", "metrics.json", "train_config.yaml", "base_config.yaml",
+                "report/*"]
+FETCHED_FILES = [WEIGHTS, "config.json", "train_config.yaml"]  # what loading a model needs; nothing pickled
+PICKLED_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]  # removed from the repo on push: safetensors only
 
 
 class HubError(RuntimeError):
@@ -55,16 +60,17 @@ def export_model(model, out_dir: str | Path, label_names: list[str], image_size:
     """Write model.safetensors + config.json so `timm.create_model("local-dir:OUT", pretrained=True)` loads it.
 
     Frozen BatchNorms go back to plain BatchNorm2d and weights to the default memory format, so the export is an
-    ordinary timm model; pretrained_cfg records the size and crop the model was evaluated (and is served) at.
+    ordinary timm model; pretrained_cfg records the size and crop the model was evaluated (and is served) at, as
+    both its input size and its test input size (so `resolve_data_config(use_test_size=True)` agrees).
     """
+    import torch
     from timm.models import save_for_hf
     from timm.utils.model import unfreeze_batch_norm_2d
 
-    import torch
-
     export = unfreeze_batch_norm_2d(copy.deepcopy(model)).float().to(memory_format=torch.contiguous_format)
+    size = (3, image_size, image_size)
     save_for_hf(export, out_dir, model_config={"label_names": list(label_names)}, safe_serialization=True,
-                data_config={"input_size": (3, image_size, image_size), "crop_pct": crop_pct})
+                data_config={"input_size": size, "test_input_size": size, "crop_pct": crop_pct})
 
 
 def write_outputs(out_dir: str | Path, model, label_names: list[str], data_config: dict, image_size: int,
@@ -135,65 +141,109 @@ def _recipe_summary(recipe: dict) -> str:
             f"{recipe['mixed_precision']}.")
 
 
-def build_card(folder: str | Path, repo_id: str | None = None) -> ModelCard:
-    """The model card for an output folder, built from its config.json, metrics.json and train_config.yaml, with
-    the error analysis section that food101hf.report writes into report/card.md when the folder has one."""
+def _polish_summary(recipe: dict, base: dict | None, metrics: dict) -> str:
+    """polish.py's recipe (its config has `init`), with the before/after numbers and how the base was trained."""
+    bn = (f"BatchNorm statistics re-estimated on {recipe['bn_batches']} batches of {recipe['batch_size']} training "
+          f"images (eval preprocessing)" if recipe.get("bn_reestimate") else "BatchNorm statistics kept")
+    text = f"Polished from `{recipe['init']}` at {recipe['image_size']} px: {bn}"
+    if recipe["epochs"]:
+        text += (f", then {recipe['epochs']} epochs of fine-tuning, frozen `{recipe.get('freeze') or 'none'}`, "
+                 f"{recipe['opt']} (lr {recipe['lr']} on a cosine to {recipe['min_lr']}, weight decay "
+                 f"{recipe['weight_decay']}), Mixup {recipe['mixup']} / CutMix {recipe['cutmix']}, label smoothing "
+                 f"{recipe['smoothing']}, mixed precision {recipe['mixed_precision']}")
+    text += "."
+    if "before_polish" in metrics and recipe["epochs"]:
+        text += (f" Top-1 at {recipe['image_size']} px before the fine-tune: "
+                 f"{metrics['before_polish']['top1'] * 100:.2f}%, after: {metrics['top1'] * 100:.2f}%.")
+    if base:
+        how = _polish_summary(base, None, {}) if "init" in base else _recipe_summary(base)
+        text += f"\n\nThe base model ({base['image_size']} px, recipe in `base_config.yaml`): {how}"
+    return text
+
+
+def _is_repo_id(ref: str) -> bool:
+    """`org/name` (optionally `@revision`) that is not a local path."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+(@.+)?", ref)) and not Path(ref).expanduser().exists()
+
+
+def _base_model(recipe: dict, base: dict | None) -> str | None:
+    if "init" in recipe:  # polished: the init repo, else what the base started from
+        return recipe["init"].partition("@")[0] if _is_repo_id(recipe["init"]) else _base_model(base or {}, None)
+    return f"timm/{recipe['model']}" if recipe.get("pretrained") else None
+
+
+def build_card(folder: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:
+    """The model card for an output folder, built from its config.json, metrics.json and train_config.yaml (and
+    base_config.yaml for a polished model). Local dataset paths appear by their folder name only."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
     recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
+    base = yaml.safe_load((folder / "base_config.yaml").read_text()) if (folder / "base_config.yaml").is_file() \
+        else None
     dataset = recipe["dataset"]
-    on_hub = not (dataset == "demo" or Path(dataset).expanduser().exists())
+    on_hub = _is_repo_id(dataset)
+    dataset_name = dataset if on_hub else Path(dataset).name  # "demo", or a local folder's name
+    ref = f"{repo_id}@{revision}" if repo_id and revision else repo_id
     card_data = ModelCardData(
         library_name="timm",
         license="apache-2.0",
         pipeline_tag="image-classification",
         tags=["image-classification", "timm", "food101hf", "food"],
         datasets=[dataset] if on_hub else None,
-        base_model=f"timm/{recipe['model']}" if recipe.get("pretrained") else None,
+        base_model=_base_model(recipe, base),
         model_name=repo_id or folder.name,
         eval_results=[
-            EvalResult(task_type="image-classification", dataset_type=dataset if on_hub else "imagefolder",
-                       dataset_name=dataset, dataset_split=metrics.get("eval_split", "validation"),
+            EvalResult(task_type="image-classification", task_name="Image Classification",
+                       dataset_type=dataset if on_hub else "imagefolder", dataset_name=dataset_name,
+                       dataset_split=metrics.get("eval_split", "validation"),
+                       dataset_args={"image_size": metrics["image_size"]},
                        metric_type="accuracy", metric_name=name, metric_value=round(metrics[key], 4),
                        metric_config=f"{metrics['image_size']}px")
             for key, name in (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy"))
         ],
     )
-    load_id = f"hf-hub:{repo_id}" if repo_id else f"local-dir:{folder}"
+    summary = _polish_summary(recipe, base, metrics) if "init" in recipe else _recipe_summary(recipe)
     return ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE,
-        title=repo_id or folder.name, architecture=config["architecture"], dataset=dataset,
+        title=repo_id or folder.name, architecture=config["architecture"], dataset=dataset_name,
         num_classes=config["num_classes"], image_size=metrics["image_size"],
         eval_split=metrics.get("eval_split", "validation"), num_eval_samples=metrics["num_eval_samples"],
         top1=metrics["top1"], top5=metrics["top5"], eval_loss=metrics["eval_loss"],
         extra_results=metrics.get("card_extra", ""),
         error_analysis=(folder / "report" / "card.md").read_text(encoding="utf-8")
         if (folder / "report" / "card.md").is_file() else "",
-        load_id=load_id, model_ref=repo_id or str(folder),
-        recipe_summary=_recipe_summary(recipe), recipe_yaml=yaml.safe_dump(recipe, sort_keys=False),
+        load_id=f"hf-hub:{ref}" if ref else f"local-dir:{folder}", model_ref=ref or str(folder),
+        recipe_summary=summary, recipe_yaml=yaml.safe_dump(recipe, sort_keys=False),
     )
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                 commit_message: str | None = None) -> str:
-    """Regenerate the card for `repo_id`, then upload the folder's weights, config, card and results."""
+    """Regenerate the model card for `repo_id` (always: the card describes this folder, whatever the repo held),
+    then upload the weights, config, card, metrics and recipe in one commit, and remove any pickled weights the
+    repo may hold. The token is huggingface_hub's: HF_TOKEN or `hf auth login`. Returns the commit URL."""
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise HubError(f"{folder} has no {WEIGHTS}: push a folder written by train.py or polish.py")
-    build_card(folder, repo_id).save(folder / "README.md")
-    with hub_errors(f"pushing to {repo_id}", hint=f"the export in {folder} is kept; push it later with "
-                                                  f"`python -m food101hf.hub push {folder} {repo_id}`"):
-        try:
-            url = create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
-            if revision:
-                create_branch(url, branch=revision, exist_ok=True)
-            commit = upload_folder(repo_id=url, folder_path=folder, allow_patterns=PUSHED_FILES,
-                                   revision=revision, commit_message=commit_message or f"Upload {folder.name}")
-        except HfHubHTTPError as e:
-            raise HubError(f"the Hub refused the push to {repo_id}: {e}. Check that you are logged in "
-                           f"(`hf auth login` or HF_TOKEN) with write access; the export in {folder} is kept."
-                           ) from None
+    build_card(folder, repo_id, revision).save(folder / "README.md")
+    kept = (f"the export in {folder} is kept; push it later with "
+            f"`python -m food101hf.hub push {folder} {repo_id}`")
+    if constants.HF_HUB_OFFLINE:
+        raise HubError(f"HF_HUB_OFFLINE is set, so nothing can be pushed to {repo_id}; {kept}")
+    if get_token() is None:
+        raise HubError(f"no Hub token: set HF_TOKEN or run `hf auth login` to push to {repo_id}; {kept}")
+    require_hub(f"pushing to {repo_id}", hint=kept)
+    try:
+        create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        if revision:
+            create_branch(repo_id, branch=revision, exist_ok=True)
+        commit = upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=PUSHED_FILES,
+                               delete_patterns=PICKLED_WEIGHTS, revision=revision,
+                               commit_message=commit_message or f"Upload {folder.name} with food101hf")
+    except HfHubHTTPError as e:
+        raise HubError(f"the Hub refused the push to {repo_id}: {e}. Check that your token (HF_TOKEN or "
+                       f"`hf auth login`) has write access; {kept}") from None
     return commit.commit_url
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import timm
@@ -26,24 +27,31 @@ def create_model(cfg: TrainConfig, num_classes: int, init: str | None = None) ->
         return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=cfg.drop_rate)
 
 
-def load_trained(ref: str | Path) -> torch.nn.Module:
-    """A model written by train.py or polish.py, from a local folder or a Hub repo id (``org/name`` or
-    ``org/name@revision``), with its labels in ``pretrained_cfg["label_names"]``. Only config.json and
-    model.safetensors are fetched, so nothing downloaded is ever unpickled; cached repos load offline with
-    HF_HUB_OFFLINE=1."""
-    from .hub import WEIGHTS, hub_errors
+def trained_folder(ref: str | Path) -> Path:
+    """The folder of a model written by train.py or polish.py: `ref` itself if it is a local folder, else a Hub repo
+    id (``org/name`` or ``org/name@revision``) fetched through huggingface_hub's cache. Only config.json,
+    model.safetensors and train_config.yaml are fetched, so nothing downloaded is ever unpickled; cached repos load
+    offline with HF_HUB_OFFLINE=1."""
+    from .hub import FETCHED_FILES, WEIGHTS, hub_errors
 
     folder = Path(ref).expanduser()
     if not folder.is_dir():
         from huggingface_hub import snapshot_download
 
         repo_id, _, revision = str(ref).partition("@")
+        if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
+            raise FileNotFoundError(f"{ref}: no such folder, and not a Hub repo id (org/name)")
         with hub_errors(f"model {ref}", hint="pass a local folder written by train.py"):
-            folder = Path(snapshot_download(repo_id, revision=revision or None,
-                                            allow_patterns=["config.json", WEIGHTS]))
+            folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=FETCHED_FILES))
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"{ref}: no {WEIGHTS}; expected a folder written by train.py or polish.py")
-    return timm.create_model(f"local-dir:{folder}", pretrained=True)
+    return folder
+
+
+def load_trained(ref: str | Path) -> torch.nn.Module:
+    """A model written by train.py or polish.py (see `trained_folder`), with its labels in
+    ``pretrained_cfg["label_names"]`` and its served input size and crop in ``pretrained_cfg``."""
+    return timm.create_model(f"local-dir:{trained_folder(ref)}", pretrained=True)
 
 
 def freeze(model: torch.nn.Module, module_names: list[str]) -> None:
@@ -58,6 +66,23 @@ def freeze(model: torch.nn.Module, module_names: list[str]) -> None:
                          f"Top-level modules: {children}")
     if module_names:
         timm_freeze(model, module_names)
+
+
+def reestimate_batchnorm(model: torch.nn.Module, loader, num_batches: int, device: torch.device | str) -> int:
+    """Recompute every BatchNorm's running mean and variance from `num_batches` batches of `loader` (FixRes: a
+    resolution change shifts the activation statistics the model was trained with). torch's `update_bn` resets
+    the statistics and averages them over the batches with equal weight. FrozenBatchNorm2d layers are left alone,
+    so call this before `freeze`. Returns the number of images used."""
+    images = 0
+
+    def inputs():
+        nonlocal images
+        for batch in itertools.islice(loader, num_batches):
+            images += len(batch["pixel_values"])
+            yield batch["pixel_values"].to(memory_format=torch.channels_last)
+
+    torch.optim.swa_utils.update_bn(inputs(), model, device=torch.device(device))
+    return images
 
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:

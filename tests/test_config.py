@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from food101hf.config import TrainConfig, parse_config, save_config
+from food101hf.config import PolishConfig, TrainConfig, parse_config, save_config
 
 
 def test_defaults_are_the_food101_recipe():
@@ -70,3 +70,13 @@ def test_saved_config_reloads_and_records_versions_without_secrets(tmp_path, mon
     assert "hf_fakeSecretToken123" not in text
     assert yaml.safe_load(text)["epochs"] == 3
     assert parse_config(TrainConfig, ["--config", str(path)]) == cfg
+
+
+def test_polish_config_shares_the_mechanism_with_polish_defaults(tmp_path):
+    cfg = parse_config(PolishConfig, ["--init", "outputs/run", "--epochs", "0", "--no-bn-reestimate"])
+    assert (cfg.init, cfg.epochs, cfg.bn_reestimate, cfg.dataset) == ("outputs/run", 0, False, None)
+    assert (cfg.image_size, cfg.lr, cfg.mixup, cfg.cutmix) == (224, 1e-4, 0.0, 0.0)
+    assert cfg.freeze == TrainConfig.freeze and cfg.smoothing == TrainConfig.smoothing  # the rest: train.py's
+    path = tmp_path / "train_config.yaml"
+    save_config(cfg, path)
+    assert parse_config(PolishConfig, ["--config", str(path)]) == cfg

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from food101hf.config import TrainConfig
-from food101hf.model import count_parameters, create_model, create_optimizer, freeze
+from food101hf.model import count_parameters, create_model, create_optimizer, freeze, reestimate_batchnorm
 
 CFG = TrainConfig(pretrained=False)
 
@@ -70,3 +70,20 @@ def test_unreachable_pretrained_weights_say_what_to_do(monkeypatch):
 
     with pytest.raises(HubError, match="--no-pretrained"):
         create_model(TrainConfig(), num_classes=3)
+
+
+def test_batchnorm_reestimate_averages_every_batch_and_skips_frozen_layers():
+    torch.manual_seed(0)
+    model = create_model(CFG, num_classes=3)
+    freeze(model, ["conv1", "bn1"])  # the stem's BatchNorm is now a FrozenBatchNorm2d
+    frozen_before = model.bn1.running_mean.clone()
+    batches = [{"pixel_values": torch.randn(4, 3, 32, 32) * 2 + 1} for _ in range(3)]
+    model.eval()
+    used = reestimate_batchnorm(model, batches, num_batches=2, device="cpu")
+    assert used == 8 and not model.training  # the last batch was not used; the mode is restored
+    assert torch.equal(model.bn1.running_mean, frozen_before)
+    # layer1's first BatchNorm sees the stem's output, so recompute it from the two batches by hand
+    with torch.no_grad():
+        stem = torch.cat([model.maxpool(model.act1(model.bn1(model.conv1(b["pixel_values"])))) for b in batches[:2]])
+        conv = model.layer1[0].conv1(stem)
+    assert torch.allclose(model.layer1[0].bn1.running_mean, conv.mean((0, 2, 3)), atol=1e-5)

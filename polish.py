@@ -1,0 +1,144 @@
+"""Polish a trained model at a higher resolution: re-estimate BatchNorm, fine-tune briefly, evaluate before/after.
+
+    accelerate launch polish.py --init outputs/food101-resnet18-192 --output-dir outputs/food101-resnet18-224
+    accelerate launch polish.py --init org/food101-resnet18 --epochs 0       # only BN re-estimate + eval at 224 px
+    python polish.py --help
+
+--init is a folder written by train.py (or polish.py) or a Hub repo id; --dataset defaults to the dataset recorded
+there. The defaults (224 px, 2 epochs, lr 1e-4, no Mixup) are explained in food101hf/config.py's PolishConfig.
+Writes the same folder as train.py, with the new image_size in metrics.json and config.json's pretrained_cfg, and
+the init's recipe as base_config.yaml.
+"""
+
+import dataclasses
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate.logging import get_logger
+from accelerate.utils import set_seed
+from timm.data import resolve_model_data_config
+
+from food101hf.checkpoint import CheckpointError, start_or_resume
+from food101hf.config import PolishConfig, parse_config, save_config
+from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, with_transform
+from food101hf.engine import (create_accelerator, create_scheduler, evaluate_model, fit, setup_logging,
+                              updates_per_epoch)
+from food101hf.hub import HubError, push_folder, write_outputs
+from food101hf.model import (count_parameters, create_optimizer, freeze, load_trained, reestimate_batchnorm,
+                             trained_folder)
+from food101hf.report import write_report
+
+logger = get_logger("polish")
+
+
+def main(argv=None) -> int:
+    cfg = parse_config(PolishConfig, argv, description=__doc__)
+    if not cfg.init:
+        raise ValueError("--init is required: a folder written by train.py or a Hub repo id (org/name)")
+    setup_logging()
+    accelerator = create_accelerator(cfg)
+    set_seed(cfg.seed)
+
+    # the model to polish, and the recipe it was trained with (its dataset is our default)
+    with accelerator.main_process_first():  # one process downloads a Hub model; the others read the cache
+        init_dir = trained_folder(cfg.init)
+    base_recipe_file = init_dir / "train_config.yaml"
+    base = yaml.safe_load(base_recipe_file.read_text()) if base_recipe_file.is_file() else {}
+    if cfg.dataset is None and "dataset" not in base:
+        raise ValueError(f"{cfg.init} records no dataset (no train_config.yaml): pass --dataset")
+    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or base["dataset"], model=base.get("model", cfg.model))
+    out = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "train_config.yaml")
+        if base:
+            shutil.copyfile(base_recipe_file, out / "base_config.yaml")
+    model = load_trained(init_dir)
+    base_size = model.pretrained_cfg["input_size"][-1]
+    logger.info(f"polishing {cfg.init} ({model.pretrained_cfg['architecture']}, {base_size} px) at "
+                f"{cfg.image_size} px on {accelerator.num_processes} process(es), mixed precision "
+                f"{accelerator.mixed_precision}")
+
+    # data: the init's classes, in the same order, or the head would mean something else
+    with accelerator.main_process_first():
+        splits = load_splits(cfg)
+    label_names = list(model.pretrained_cfg["label_names"])
+    if splits.label_names != label_names:
+        def preview(names):
+            return f"{len(names)}: {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+
+        raise DatasetError(f"{cfg.dataset} has other classes ({preview(splits.label_names)}) than {cfg.init} was "
+                           f"trained on ({preview(label_names)}), in that order: polish on the dataset it was "
+                           f"trained on")
+    # mean, std, interpolation and crop_pct come from the init's pretrained_cfg; only the size changes
+    data_config = resolve_model_data_config(model)
+    train_loader, eval_loader = build_loaders(splits, cfg, data_config, cfg.image_size, cfg.seed)
+    if cfg.epochs and len(train_loader) == 0:
+        raise DatasetError(f"{len(splits.train)} training images are fewer than one batch of {cfg.batch_size}: "
+                           f"lower --batch-size")
+
+    # BatchNorm re-estimate at the new size, on shuffled training images with the eval preprocessing (what the
+    # model will see when served). Done on the plain model before `prepare`, with the same seeded batches in every
+    # process, so all replicas get identical statistics without relying on DDP's broadcast.
+    model.to(accelerator.device)
+    if cfg.bn_reestimate:
+        bn_images = with_transform(splits.train, build_transform(data_config, cfg.image_size, False),
+                                   cfg.image_column, cfg.label_column)
+        bn_loader = torch.utils.data.DataLoader(bn_images, batch_size=cfg.batch_size, shuffle=True,
+                                                num_workers=cfg.num_workers,
+                                                generator=torch.Generator().manual_seed(cfg.seed))
+        used = reestimate_batchnorm(model, bn_loader, cfg.bn_batches, accelerator.device)
+        logger.info(f"BatchNorm statistics re-estimated at {cfg.image_size} px on {used} training images")
+
+    # then the same freezing as train.py (frozen BatchNorms keep the statistics just estimated)
+    freeze(model, cfg.freeze_modules())
+    model.to(memory_format=torch.channels_last)
+    trainable, total = count_parameters(model)
+    logger.info(f"{trainable:,} of {total:,} parameters trainable (frozen: {cfg.freeze})")
+    optimizer = create_optimizer(model, cfg)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
+
+    # evaluate at the new size before the fine-tune, fine-tune, evaluate again (fit does after every epoch)
+    before = evaluate_model(accelerator, model, eval_loader, desc=f"eval at {cfg.image_size} px before polish")
+    logger.info(f"before polish at {cfg.image_size} px: top-1 {before['top1']:.4f} top-5 {before['top5']:.4f}")
+    checkpoints = out / "checkpoints"
+    if cfg.epochs > 0:
+        scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
+                                     cfg.epochs)
+        accelerator.register_for_checkpointing(scheduler)
+        progress = start_or_resume(accelerator, cfg, label_names, checkpoints)
+        metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, len(label_names),
+                      progress, checkpoints)
+    else:
+        metrics = before | {"epoch": 0}
+    metrics["before_polish"] = {key: before[key] for key in ("top1", "top5", "eval_loss")}
+    if cfg.report:  # as in train.py: every process evaluates its shard, before end_training and the model card
+        write_report(accelerator, model, eval_loader, label_names, out / "report", cfg.image_size,
+                     eval_split=splits.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
+                     title=f"Error analysis of {out.name}")
+    elif accelerator.is_main_process:
+        shutil.rmtree(out / "report", ignore_errors=True)
+    accelerator.end_training()
+
+    # export at the new size (config.json's input and test input size), then optionally push
+    if accelerator.is_main_process:
+        metrics["eval_split"] = splits.eval_split
+        write_outputs(out, accelerator.unwrap_model(model), label_names, data_config, cfg.image_size, metrics)
+        logger.info(f"top-1 {before['top1']:.4f} -> {metrics['top1']:.4f} at {cfg.image_size} px; model saved to "
+                    f"{out.resolve()}")
+        if cfg.push_to_hub:
+            url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision,
+                              commit_message=cfg.hub_commit_message)
+            logger.info(f"pushed to {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (DatasetError, HubError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

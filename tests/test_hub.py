@@ -1,0 +1,175 @@
+"""Push and pull through the real huggingface_hub client against tests/hub_server.py on 127.0.0.1."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+import timm
+import torch
+import yaml
+from huggingface_hub import ModelCard, constants, hf_api, upload_file
+
+from conftest import CLASSES, export_model_folder, run_script
+from food101hf.hub import HubError, main, push_folder
+from food101hf.model import load_trained
+from food101hf.predict import Predictor
+from hub_server import HubServer
+
+TOKEN = "hf_test_0123456789abcdef"
+PUSHED = {".gitattributes", "README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"}
+REPORT = {"metrics.json", "per_class.csv", "confused_pairs.csv", "confusion_matrix.png", "confident_mistakes.png",
+          "report.md", "card.md"}  # train.py's and polish.py's error analysis, shown by the model card
+
+
+def point_client_at(monkeypatch, url: str) -> None:
+    """huggingface_hub read HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_DISABLE_XET at import: patch where it keeps them
+    (the constants, the URL template, and the module-level HfApi behind create_repo/upload_folder/...)."""
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_api.api, "endpoint", url)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # plain LFS uploads and HTTP downloads
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    with HubServer(token=TOKEN) as server:
+        point_client_at(monkeypatch, server.url)
+        yield server
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    return export_model_folder(tmp_path / "run", sorted(CLASSES))
+
+
+def anonymous_get(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_push_uploads_safetensors_config_card_and_recipe_only(hub, model_dir):
+    (model_dir / "pytorch_model.bin").write_bytes(b"a pickle")  # never pushed
+    url = push_folder(model_dir, "food/resnet18-demo")
+    assert url.startswith(f"{hub.url}/food/resnet18-demo/commit/")
+    files = hub.files("food/resnet18-demo")
+    assert set(files) == PUSHED
+    assert files["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
+    assert all(TOKEN.encode() not in content for content in files.values())
+    assert all(authorised for method, path, authorised in hub.requests
+               if method == "POST" and path != "/api/validate-yaml")
+    config = json.loads(files["config.json"])
+    assert config["label_names"] == sorted(CLASSES) and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+
+
+def test_card_is_regenerated_on_every_push_with_hub_metadata(hub, model_dir):
+    push_folder(model_dir, "food/card")
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    (model_dir / "metrics.json").write_text(json.dumps(metrics | {"top1": 0.8125}))
+    push_folder(model_dir, "food/card", commit_message="Better numbers")
+    card = ModelCard(hub.files("food/card")["README.md"].decode())
+    metadata = card.data.to_dict()
+    assert metadata["library_name"] == "timm" and metadata["license"] == "apache-2.0"
+    assert metadata["datasets"] == ["ethz/food101"] and "food101hf" in metadata["tags"]
+    results = metadata["model-index"][0]["results"][0]
+    assert results["dataset"]["type"] == "ethz/food101" and results["dataset"]["args"] == {"image_size": 32}
+    assert [(m["name"], m["value"], m["config"]) for m in results["metrics"]] == [
+        ("Top-1 accuracy", 0.8125, "32px"), ("Top-5 accuracy", 1.0, "32px")]
+    assert "hf-hub:food/card" in card.text and "81.25%" in card.text and "epochs at 32 px" in card.text
+
+
+def test_branch_private_repo_and_commit_message(hub, model_dir):
+    assert main(["push", str(model_dir), "food/private", "--private", "--revision", "polish-224",
+                 "--commit-message", "Polished at 224 px"]) == 0
+    assert hub.repos["food/private"].private
+    assert "model.safetensors" in hub.files("food/private", "polish-224")
+    assert set(hub.files("food/private", "main")) == {".gitattributes"}
+    assert anonymous_get(f"{hub.url}/food/private/resolve/polish-224/config.json") == 404
+    assert "hf-hub:food/private@polish-224" in hub.files("food/private", "polish-224")["README.md"].decode()
+    assert load_trained("food/private@polish-224").pretrained_cfg["label_names"] == sorted(CLASSES)
+
+
+def test_push_removes_pickled_weights_an_earlier_upload_left(hub, model_dir):
+    push_folder(model_dir, "food/old")
+    upload_file(path_or_fileobj=b"pickle", path_in_repo="pytorch_model.bin", repo_id="food/old")
+    push_folder(model_dir, "food/old")
+    assert set(hub.files("food/old")) == PUSHED
+
+
+def test_push_needs_a_token_with_write_access(hub, model_dir, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(model_dir / "no-token"))
+    with pytest.raises(HubError, match="no Hub token: set HF_TOKEN or run `hf auth login`"):
+        push_folder(model_dir, "food/x")
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+    with pytest.raises(HubError, match="refused the push"):
+        push_folder(model_dir, "food/x")
+    assert "food/x" not in hub.repos and (model_dir / "model.safetensors").is_file()
+
+
+def test_offline_push_fails_at_once_and_keeps_the_export(model_dir, monkeypatch, capsys):
+    point_client_at(monkeypatch, "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(HubError, match="cannot reach the Hub at http://127.0.0.1:9"):
+        push_folder(model_dir, "food/x")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert main(["push", str(model_dir), "food/x"]) == 1
+    err = capsys.readouterr().err
+    assert "HF_HUB_OFFLINE is set" in err and f"python -m food101hf.hub push {model_dir} food/x" in err
+    assert (model_dir / "model.safetensors").is_file()
+
+
+def test_pulled_model_predicts_like_the_local_one_and_then_works_offline(hub, model_dir, tmp_path, monkeypatch):
+    push_folder(model_dir, "food/pull")
+    image = tmp_path / "dish.png"
+    from PIL import Image
+
+    Image.new("RGB", (50, 40), (180, 120, 60)).save(image)
+    local = Predictor(model_dir)(str(image))
+    assert Predictor("food/pull")(str(image)) == local
+    timm_model = timm.create_model("hf-hub:food/pull", pretrained=True)
+    local_state = timm.create_model(f"local-dir:{model_dir}", pretrained=True).state_dict()
+    assert all(torch.equal(local_state[k], v) for k, v in timm_model.state_dict().items())
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.requests.clear()
+    assert Predictor("food/pull")(str(image)) == local
+    assert hub.requests == []  # served from huggingface_hub's cache
+
+
+# --- the real scripts: train -> push -> pull -> polish from the Hub -> push -> pull -------------------------------
+
+TINY = ["--no-pretrained", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
+        "--warmup-epochs", "0.5", "--freeze", "none"]
+
+
+@pytest.mark.slow
+def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypatch):
+    env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN}
+    out = tmp_path / "run"
+    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--output-dir", str(out),
+                        "--push-to-hub", "food/tiny", "--hub-commit-message", "Tiny run", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"pushed to {hub.url}/food/tiny/commit/" in result.stderr
+    assert set(hub.files("food/tiny")) == PUSHED | {f"report/{name}" for name in REPORT}
+
+    photos = sorted(str(p) for p in (image_folder / "validation").rglob("*.jpg"))
+    local = Predictor(out)(photos)
+    assert Predictor("food/tiny")(photos) == local
+    assert timm.create_model("hf-hub:food/tiny", pretrained=True).pretrained_cfg["label_names"] == sorted(CLASSES)
+
+    # polish the pulled model at 48 px; the dataset defaults to the one it was trained on
+    polished = tmp_path / "polished"
+    result = run_script("polish.py", "--init", "food/tiny", "--image-size", "48", "--epochs", "1",
+                        "--batch-size", "4", "--num-workers", "0", "--bn-batches", "2", "--output-dir",
+                        str(polished), "--push-to-hub", "food/tiny-48", env=env)
+    assert result.returncode == 0, result.stderr
+    assert set(hub.files("food/tiny-48")) == PUSHED | {"base_config.yaml"} | {f"report/{name}" for name in REPORT}
+    served = Predictor("food/tiny-48")
+    assert served.data_config["input_size"] == (3, 48, 48)
+    assert served(photos) == Predictor(polished)(photos)
+    card = hub.files("food/tiny-48")["README.md"].decode()
+    assert "Polished from `food/tiny` at 48 px" in card and "base_model: food/tiny" in card
+    assert yaml.safe_load(hub.files("food/tiny-48")["train_config.yaml"])["dataset"] == str(image_folder)

@@ -1,0 +1,147 @@
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+import torchvision
+from PIL import Image, ImageOps
+
+import food101hf
+from conftest import CLASSES, ROOT, export_model_folder, run_script
+from food101hf.predict import ImageError, Predictor, load_image, main
+
+
+def scores(result: list[dict]) -> dict[str, float]:
+    return {r["label"]: r["score"] for r in result}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return export_model_folder(tmp_path_factory.mktemp("model"), sorted(CLASSES), image_size=40)
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir):
+    return Predictor(model_dir, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> str:
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("photos") / "dish.jpg"
+    Image.fromarray(rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)).save(path, quality=95)
+    return str(path)
+
+
+def test_one_image_gives_labels_sorted_by_score_like_a_transformers_pipeline(predictor, photo):
+    result = predictor(photo, top_k=2)
+    assert [set(r) for r in result] == [{"label", "score"}] * 2
+    assert result[0]["score"] >= result[1]["score"] and result[0]["label"] in CLASSES
+    everything = predictor(photo, top_k=50)  # capped at the class count; probabilities sum to 1
+    assert sorted(r["label"] for r in everything) == sorted(CLASSES)
+    assert sum(r["score"] for r in everything) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_every_input_kind_gives_the_same_answer(predictor, photo):
+    image = Image.open(photo)
+    pixels = np.asarray(image.convert("RGB"))
+    encoded = open(photo, "rb").read()
+    from pathlib import Path
+
+    results = predictor([photo, Path(photo), image, encoded, pixels], top_k=3)
+    assert len(results) == 5 and all(r == results[0] for r in results)
+    grey = predictor(pixels[:, :, 0], top_k=1)  # HxW uint8: greyscale
+    assert grey == predictor(Image.fromarray(pixels[:, :, 0]), top_k=1)
+    assert predictor([]) == []
+
+
+def test_preprocessing_is_the_models_own_eval_transform(model_dir, predictor, photo):
+    model = timm.create_model(f"local-dir:{model_dir}", pretrained=True).eval()
+    cfg = timm.data.resolve_model_data_config(model)
+    assert cfg["input_size"] == (3, 40, 40) and predictor.data_config == cfg
+    # timm's eval transform on a uint8 tensor is within one grey level of the same transform on the PIL image
+    pixels = predictor.preprocess(photo)
+    reference = timm.data.create_transform(**cfg, normalize=False)(Image.open(photo).convert("RGB"))
+    assert pixels.dtype == torch.uint8 and pixels.shape == reference.shape == (3, 40, 40)
+    assert (pixels.int() - reference.int()).abs().max() <= 1
+    # and the batched normalisation is timm's Normalize with the model's mean and std
+    normalise = torchvision.transforms.Normalize(cfg["mean"], cfg["std"])
+    with torch.no_grad():
+        expected = model(normalise(pixels.float() / 255)[None]).softmax(-1)
+    assert torch.allclose(predictor.probabilities(pixels[None]), expected, atol=1e-5)
+
+
+def test_flip_tta_scores_a_photo_and_its_mirror_alike(model_dir, photo):
+    tta = Predictor(model_dir, precision="fp32", tta=True)
+    plain = Predictor(model_dir, precision="fp32")
+    mirrored = ImageOps.mirror(Image.open(photo).convert("RGB"))
+    assert scores(tta(mirrored, top_k=3)) == pytest.approx(scores(tta(photo, top_k=3)), abs=1e-6)
+    assert scores(plain(mirrored, top_k=3)) != pytest.approx(scores(plain(photo, top_k=3)), abs=1e-6)
+
+
+def test_a_big_jpeg_is_decoded_small_but_never_below_the_resize_target(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (1600, 1200), (200, 100, 50)).save(path)
+    assert load_image(str(path), min_size=235).size == (400, 300)  # 1/4 scale; 1/8 would be 150 < 235 px
+    assert load_image(str(path), min_size=700).size == (1600, 1200)
+    assert load_image(str(path)).size == (1600, 1200)
+
+
+def test_unreadable_inputs_raise_an_error_naming_them(predictor, photo, tmp_path):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    with pytest.raises(ImageError, match="notes.jpg: cannot be read as an image"):
+        predictor([photo, str(tmp_path / "notes.jpg")])
+    with pytest.raises(ImageError, match="float32"):
+        predictor(np.zeros((8, 8, 3), dtype=np.float32))
+    for wrong in (42, [42]):
+        with pytest.raises(TypeError, match="expected a path"):
+            predictor(wrong)
+    results = list(predictor.stream([b"garbage", photo], top_k=1))  # the others are still answered
+    assert isinstance(results[0], ImageError) and results[1] == predictor(photo, top_k=1)
+
+
+def test_truncated_jpeg_is_an_image_error(predictor, photo):
+    data = open(photo, "rb").read()
+    with pytest.raises(ImageError, match="bytes input"):
+        predictor(data[: len(data) // 2])
+
+
+def test_package_exposes_predict_and_predictor_lazily(model_dir, photo):
+    light = subprocess.run([sys.executable, "-c", "import sys, food101hf; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert light.stdout.strip() == "False"
+    assert food101hf.Predictor is Predictor
+    assert food101hf.predict(photo, model=model_dir, top_k=1, batch_size=4)[0]["label"] in CLASSES
+    assert len(food101hf.predict([photo, photo], model=str(model_dir))) == 2
+
+
+def test_cli_answers_every_readable_file_and_fails_on_the_others(model_dir, photo, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.open(photo).save(folder / "a.png")
+    (folder / "readme.txt").write_text("skipped: not an image extension")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    code = main(["--model", str(model_dir), "--top-k", "2", photo, str(tmp_path / "broken.jpg"), str(folder)])
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["file"] for line in lines] == [photo, str(folder / "a.png")]
+    assert all(len(line["predictions"]) == 2 for line in lines)
+    assert err.splitlines() == [f"error: {tmp_path / 'broken.jpg'}: cannot be read as an image "
+                                f"(cannot identify image file '{tmp_path / 'broken.jpg'}')"]
+    assert code == 1
+    assert main(["--model", str(model_dir), photo]) == 0
+    assert main(["--model", str(tmp_path / "no-such-model"), photo]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_module_runs_as_a_user_runs_it(model_dir, photo, tmp_path):
+    (tmp_path / "bad.jpg").write_text("nope")
+    result = run_script("-m", "food101hf.predict", "--model", str(model_dir), str(tmp_path / "bad.jpg"), photo)
+    assert result.returncode == 1
+    assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [photo]
+    assert "bad.jpg: cannot be read as an image" in result.stderr and "Traceback" not in result.stderr
