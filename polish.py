@@ -10,6 +10,8 @@ Writes the same folder as train.py, with the new image_size in metrics.json and 
 the init's recipe as base_config.yaml.
 """
 
+import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
+
 import dataclasses
 import shutil
 import sys
@@ -30,6 +32,7 @@ from food101hf.hub import HubError, push_folder, write_outputs
 from food101hf.model import (count_parameters, create_optimizer, freeze, load_trained, reestimate_batchnorm,
                              trained_folder)
 from food101hf.report import write_report
+from food101hf.runtime import keep_freed_memory
 
 logger = get_logger("polish")
 
@@ -39,6 +42,7 @@ def main(argv=None) -> int:
     if not cfg.init:
         raise ValueError("--init is required: a folder written by train.py or a Hub repo id (org/name)")
     setup_logging()
+    keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
 

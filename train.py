@@ -9,6 +9,8 @@ Hub format), metrics.json, README.md (model card), train_config.yaml and report/
 --output-dir.
 """
 
+import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
+
 import dataclasses
 import shutil
 import sys
@@ -26,6 +28,7 @@ from food101hf.engine import create_accelerator, create_scheduler, fit, setup_lo
 from food101hf.hub import HubError, push_folder, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
 from food101hf.report import write_report
+from food101hf.runtime import keep_freed_memory
 
 logger = get_logger("train")
 
@@ -33,6 +36,7 @@ logger = get_logger("train")
 def main(argv=None) -> int:
     cfg = parse_config(TrainConfig, argv, description=__doc__)
     setup_logging()
+    keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)

@@ -2,7 +2,11 @@
 
 import importlib
 
+from .runtime import set_openmp_defaults
+
 __version__ = "0.1.0"
+
+set_openmp_defaults()  # OpenMP reads its settings when torch loads it, so before anything imports torch
 
 
 def __getattr__(name: str):

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Progress, save_checkpoint
 from .config import TrainConfig
 from .metrics import TOPK_ACCURACY
+from .runtime import cpu_has_native_bf16
 
 logger = get_logger(__name__)
 
@@ -33,15 +34,6 @@ def setup_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
     for chatty in ("accelerate.accelerator", "accelerate.checkpointing"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-
-
-def cpu_has_native_bf16() -> bool:
-    """AVX-512 BF16 or AMX: bf16 autocast then roughly doubles training speed; elsewhere it is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def resolve_mixed_precision(choice: str) -> str:
