@@ -89,8 +89,8 @@ def main(argv=None) -> int:
     # process, so all replicas get identical statistics without relying on DDP's broadcast.
     model.to(accelerator.device)
     if cfg.bn_reestimate:
-        bn_images = with_transform(splits.train, build_transform(data_config, cfg.image_size, False),
-                                   cfg.image_column, cfg.label_column)
+        eval_transform = build_transform(data_config, cfg.image_size, False, normalize=False)
+        bn_images = with_transform(splits.train, eval_transform, cfg.image_column, cfg.label_column)
         bn_loader = torch.utils.data.DataLoader(bn_images, batch_size=cfg.batch_size, shuffle=True,
                                                 num_workers=cfg.num_workers,
                                                 generator=torch.Generator().manual_seed(cfg.seed))

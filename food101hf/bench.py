@@ -20,6 +20,8 @@ figure is the median of its rounds, and each ratio the median of the per-round r
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import multiprocessing
 import os
 import platform
@@ -135,8 +137,9 @@ def end_to_end(cfg: TrainConfig) -> Callable[[], float]:
     criterion = train_criterion(mixup, cfg.smoothing)
 
     def epoch(loader) -> None:
-        train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup, cfg,
-                        Progress(signature={}), checkpoint=lambda: None)
+        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
+            train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup, cfg,
+                            Progress(signature={}), checkpoint=lambda: None)
 
     epoch(accelerator.skip_first_batches(train_loader, len(train_loader) - 1))  # warm-up: oneDNN primitives
     return lambda: timed(len(train_loader) * cfg.batch_size, lambda: epoch(train_loader))
@@ -265,7 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps of the model-only and naive loops")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as train.py does (the naive loop runs in a process of its own)
-    os.environ["TQDM_DISABLE"] = "1"  # the timed loops' progress bars; train.py's subprocess inherits it
     datasets.disable_progress_bars()
 
     per_class = args.train_images // len(CLASSES)

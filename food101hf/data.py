@@ -119,6 +119,19 @@ def build_transform(data_config: dict, image_size: int, is_training: bool, cfg: 
                                            auto_augment=cfg.auto_augment))
 
 
+def model_input(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """A batch from the loaders as the model's input, on the batch's device and channels_last: uint8 images
+    (N x 3 x H x W) are scaled and normalised with the model's mean and std, a whole batch at once. The loaders
+    deliver uint8, a quarter of float32's bytes between processes and to a GPU (timm's PrefetchLoader does the
+    same for (input, target) loaders); a float batch is taken as already normalised."""
+    x = pixels.to(memory_format=torch.channels_last)
+    if x.dtype != torch.uint8:
+        return x
+    mean = torch.tensor(mean, device=x.device).view(1, -1, 1, 1) * 255
+    std = torch.tensor(std, device=x.device).view(1, -1, 1, 1) * 255
+    return x.float().sub_(mean).div_(std)
+
+
 def _apply(transform, image_column: str, label_column: str, batch: dict) -> dict:
     return {"pixel_values": [transform(to_rgb(image)) for image in batch[image_column]],
             "label": batch[label_column]}
@@ -279,11 +292,13 @@ def load_splits(cfg: TrainConfig) -> Splits:
 
 
 def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_size: int, seed: int):
-    """Train loader (shuffled, drop_last: Mixup needs even batches) and eval loader (every image, in order)."""
+    """Train loader (shuffled, drop_last: Mixup needs even batches) and eval loader (every image, in order), both
+    of uint8 images: `model_input` normalises each batch."""
     columns = (cfg.image_column, cfg.label_column)
-    train = SeededAugmentation(with_transform(splits.train, build_transform(data_config, image_size, True, cfg),
-                                              *columns), seed)
-    evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False), *columns)
+    train_transform = build_transform(data_config, image_size, True, cfg, normalize=False)
+    train = SeededAugmentation(with_transform(splits.train, train_transform, *columns), seed)
+    evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
+                                *columns)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=cfg.num_workers > 0)
     train_loader = torch.utils.data.DataLoader(train, shuffle=True, drop_last=True,

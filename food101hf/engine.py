@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Progress, save_checkpoint
 from .config import TrainConfig
+from .data import model_input
 from .metrics import TOPK_ACCURACY
 from .runtime import cpu_has_native_bf16
 
@@ -98,12 +99,13 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
     place and calling `checkpoint()` every cfg.checkpoint_every updates. Returns this process's images/s."""
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg  # the mean and std to normalise with
     progress_bar = tqdm(loader, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", initial=progress.batches_done,
                         total=progress.batches_done + len(loader), disable=not accelerator.is_local_main_process,
                         dynamic_ncols=True)
     seen, start = 0, time.perf_counter()
     for batch in progress_bar:
-        images = batch["pixel_values"].to(memory_format=torch.channels_last)
+        images = model_input(batch["pixel_values"], pretrained_cfg["mean"], pretrained_cfg["std"])
         targets = batch["label"]
         if mixup is not None:
             images, targets = mixup(images, targets)
@@ -134,8 +136,9 @@ def gathered_logits(accelerator: Accelerator, model, loader, desc: str = "eval",
     shards an unshuffled loader batch by batch in process order, so the gathered rows follow the dataset's order.
     With `tta`, the logits are the mean over the image and its horizontal mirror."""
     model.eval()
+    pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True):
-        images = batch["pixel_values"].to(memory_format=torch.channels_last)
+        images = model_input(batch["pixel_values"], pretrained_cfg["mean"], pretrained_cfg["std"])
         logits = model(images).float()
         if tta:
             logits = (logits + model(images.flip(-1)).float()) / 2

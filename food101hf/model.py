@@ -11,6 +11,7 @@ from timm.optim import create_optimizer_v2
 from timm.utils.model import freeze as timm_freeze
 
 from .config import TrainConfig
+from .data import model_input
 
 
 def create_model(cfg: TrainConfig, num_classes: int, init: str | None = None) -> torch.nn.Module:
@@ -79,7 +80,7 @@ def reestimate_batchnorm(model: torch.nn.Module, loader, num_batches: int, devic
         nonlocal images
         for batch in itertools.islice(loader, num_batches):
             images += len(batch["pixel_values"])
-            yield batch["pixel_values"].to(memory_format=torch.channels_last)
+            yield model_input(batch["pixel_values"], model.pretrained_cfg["mean"], model.pretrained_cfg["std"])
 
     torch.optim.swa_utils.update_bn(inputs(), model, device=torch.device(device))
     return images

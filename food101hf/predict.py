@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
-from .data import ImageTransform, to_rgb
+from .data import ImageTransform, model_input, to_rgb
 from .model import load_trained
 from .runtime import cpu_has_native_bf16, keep_freed_memory
 
@@ -118,12 +118,10 @@ class Predictor:
         self.model = load_trained(model).eval().to(self.device, memory_format=torch.channels_last)
         self.labels = list(self.model.pretrained_cfg["label_names"])
         self.data_config = resolve_model_data_config(self.model)
-        # timm's eval transform (resize, center crop) up to a uint8 tensor; mean/std are applied per batch below
+        # timm's eval transform (resize, center crop) up to a uint8 tensor; model_input normalises each batch
         self.transform = ImageTransform(create_transform(**self.data_config, is_training=False, normalize=False))
         crop_pct, size = self.data_config["crop_pct"], self.data_config["input_size"][-2:]
         self.min_decode_size = math.floor(min(size) / crop_pct)  # the transform's resize target (short side)
-        self.mean = torch.tensor(self.data_config["mean"], device=self.device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(self.data_config["std"], device=self.device).view(1, 3, 1, 1) * 255
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
@@ -136,8 +134,7 @@ class Predictor:
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
         """Class probabilities for a batch of uint8 images (N x 3 x H x W), averaged with the mirrored images
         under TTA."""
-        x = pixels.to(self.device, non_blocking=True).to(memory_format=torch.channels_last).float()
-        x = x.sub_(self.mean).div_(self.std)
+        x = model_input(pixels.to(self.device, non_blocking=True), self.data_config["mean"], self.data_config["std"])
         with self.autocast():
             probs = self.model(x).float().softmax(-1)
             if self.tta:

@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                            f"{len(label_names)} classes)")
     data_config = resolve_model_data_config(model)
     image_size = args.image_size or data_config["input_size"][-1]
-    transform = build_transform(data_config, image_size, is_training=False)
+    transform = build_transform(data_config, image_size, is_training=False, normalize=False)
     loader = torch.utils.data.DataLoader(with_transform(dataset, transform, cfg.image_column, cfg.label_column),
                                          batch_size=cfg.batch_size, num_workers=cfg.num_workers, shuffle=False)
     model, loader = accelerator.prepare(model, loader)

@@ -9,8 +9,8 @@ from timm.data import create_transform
 
 from conftest import CLASSES, write_image_folder
 from food101hf.config import TrainConfig
-from food101hf.data import (DatasetError, ImageTransform, build_loaders, build_transform, load_splits, to_rgb,
-                            with_transform)
+from food101hf.data import (DatasetError, ImageTransform, build_loaders, build_transform, load_splits, model_input,
+                            to_rgb, with_transform)
 
 DATA_CONFIG = {"interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
                "crop_pct": 0.95}
@@ -78,6 +78,16 @@ def test_the_uint8_tensor_path_matches_timms_pillow_transform(is_training):
     assert fast.shape == reference.shape == (3, 40, 40) and fast.dtype == reference.dtype == torch.float32
     assert (fast - reference).abs().mean() < 0.02  # ~1 grey level after normalisation by std ~0.225
     assert (fast - reference).abs().max() < 0.15
+
+
+def test_model_input_normalises_uint8_batches_like_timms_transform():
+    image = photo_like((48, 48))
+    uint8 = build_transform(DATA_CONFIG, 48, False, normalize=False)(image)
+    assert uint8.dtype == torch.uint8
+    batch = model_input(torch.stack([uint8, uint8]), DATA_CONFIG["mean"], DATA_CONFIG["std"])
+    assert batch.is_contiguous(memory_format=torch.channels_last) and batch.dtype == torch.float32
+    torch.testing.assert_close(batch[1], build_transform(DATA_CONFIG, 48, False)(image), atol=1e-5, rtol=0)
+    assert model_input(batch, (0, 0, 0), (9, 9, 9)).equal(batch)  # float batches are already normalised
 
 
 def test_transforms_without_a_v2_twin_run_as_timm_built_them():

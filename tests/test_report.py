@@ -92,6 +92,8 @@ def test_confusion_matrix_of_101_classes_is_large_enough_to_read(tmp_path):
 class MeanColour(torch.nn.Module):
     """Logits from the image's mean colour: fixed weights, so some images are right and some wrong."""
 
+    pretrained_cfg = {"mean": DATA_CONFIG["mean"], "std": DATA_CONFIG["std"]}
+
     def __init__(self, num_classes: int):
         super().__init__()
         self.head = torch.nn.Linear(3, num_classes)
@@ -115,8 +117,8 @@ def _dataset(tmp_path):
 
 def test_report_files_pictures_and_card_section(accelerator, tmp_path):
     dataset = _dataset(tmp_path)
-    loader = torch.utils.data.DataLoader(with_transform(dataset, build_transform(DATA_CONFIG, 16, False)),
-                                         batch_size=5)
+    transform = build_transform(DATA_CONFIG, 16, False, normalize=False)  # uint8, as train.py's loaders
+    loader = torch.utils.data.DataLoader(with_transform(dataset, transform), batch_size=5)
     model, loader = accelerator.prepare(MeanColour(len(CLASSES)), loader)
     out = tmp_path / "report"
     metrics = write_report(accelerator, model, loader, CLASSES, out, 16, tta=True, eval_split="validation")
