@@ -173,6 +173,8 @@ def naive(folder: Path, cfg: TrainConfig, steps: int) -> Callable[[], float]:
     loop = subprocess.Popen([sys.executable, str(Path(__file__).with_name("naive_loop.py")), str(folder), cfg.model,
                              str(cfg.image_size), str(cfg.batch_size), str(cfg.lr), str(steps)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    if loop.stdout.readline().strip() != "ready":  # warmed up, so it runs beside nothing else
+        raise RuntimeError(f"the naive loop failed to start (exit status {loop.wait()})")
 
     def run() -> float:
         loop.stdin.write("\n")
@@ -190,7 +192,8 @@ def whole_epoch(folder: Path, cfg: TrainConfig) -> Callable[[], float]:
     def run() -> None:
         with tempfile.TemporaryDirectory() as out:
             subprocess.run([sys.executable, str(script), "--dataset", str(folder), "--no-pretrained", "--epochs",
-                            "1", "--image-size", str(cfg.image_size), "--batch-size", str(cfg.batch_size),
+                            "1", "--warmup-epochs", str(cfg.warmup_epochs), "--image-size", str(cfg.image_size),
+                            "--batch-size", str(cfg.batch_size),
                             "--num-workers", str(cfg.num_workers), "--output-dir", out],
                            check=True, capture_output=True)
 
@@ -246,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     per_class = args.train_images // len(CLASSES)
     folder = food101_sized_jpegs(default_demo_dir().parent / "bench-jpegs-v2", per_class, per_class // 10)
     cfg = TrainConfig(dataset=str(folder), pretrained=False, image_size=args.image_size,
-                      batch_size=args.batch_size, num_workers=args.num_workers, epochs=1)
+                      batch_size=args.batch_size, num_workers=args.num_workers, epochs=1, warmup_epochs=0.2)
     print(f"machine: {machine()}")
     print(f"{args.image_size} px, batch {args.batch_size}, {args.num_workers} loader workers, "
           f"{args.train_images} training images; median (range) of {args.rounds} rounds")

@@ -4,7 +4,8 @@ in the main process, no loader workers), with none of food101hf's process settin
 
     python food101hf/naive_loop.py FOLDER MODEL IMAGE_SIZE BATCH_SIZE LR STEPS
 
-After two warm-up steps, each line read from stdin times STEPS training steps and prints their images/s.
+After two warm-up steps it prints "ready"; then each line read from stdin times STEPS training steps and prints
+their images/s.
 """
 
 import sys
@@ -41,6 +42,7 @@ def main(folder: str, model_name: str, image_size: str, batch_size: str, lr: str
             optimizer.zero_grad()
 
     run(2)
+    print("ready", flush=True)
     for _ in sys.stdin:
         start = time.perf_counter()
         run(steps)
