@@ -31,7 +31,7 @@ from food101hf.engine import (create_accelerator, create_scheduler, evaluate_mod
 from food101hf.hub import HubError, push_folder, write_outputs
 from food101hf.model import (count_parameters, create_optimizer, freeze, load_trained, reestimate_batchnorm,
                              trained_folder)
-from food101hf.report import write_report
+from food101hf.report import report_run
 from food101hf.runtime import keep_freed_memory
 
 logger = get_logger("polish")
@@ -119,12 +119,7 @@ def main(argv=None) -> int:
     else:
         metrics = before | {"epoch": 0}
     metrics["before_polish"] = {key: before[key] for key in ("top1", "top5", "eval_loss")}
-    if cfg.report:  # as in train.py: every process evaluates its shard, before end_training and the model card
-        write_report(accelerator, model, eval_loader, label_names, out / "report", cfg.image_size,
-                     eval_split=splits.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                     title=f"Error analysis of {out.name}")
-    elif accelerator.is_main_process:
-        shutil.rmtree(out / "report", ignore_errors=True)
+    report_run(accelerator, cfg, model, eval_loader, label_names, out, splits.eval_split)
     accelerator.end_training()
 
     # export at the new size (config.json's input and test input size), then optionally push

@@ -12,7 +12,6 @@ Hub format), metrics.json, README.md (model card), train_config.yaml and report/
 import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
 
 import dataclasses
-import shutil
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from food101hf.data import DatasetError, build_loaders, load_splits
 from food101hf.engine import create_accelerator, create_scheduler, fit, setup_logging, updates_per_epoch
 from food101hf.hub import HubError, push_folder, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
-from food101hf.report import write_report
+from food101hf.report import report_run
 from food101hf.runtime import keep_freed_memory
 
 logger = get_logger("train")
@@ -85,12 +84,7 @@ def main(argv=None) -> int:
 
     # error analysis of the final model: every process evaluates its shard, the main process writes report/
     # (before end_training, which takes the process group down, and before the model card, which shows it)
-    if cfg.report:
-        write_report(accelerator, model, eval_loader, splits.label_names, out / "report", cfg.image_size,
-                     eval_split=splits.eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                     title=f"Error analysis of {out.name}")
-    elif accelerator.is_main_process:
-        shutil.rmtree(out / "report", ignore_errors=True)  # an earlier run's report describes other weights
+    report_run(accelerator, cfg, model, eval_loader, splits.label_names, out, splits.eval_split)
     accelerator.end_training()
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push

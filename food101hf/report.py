@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import math
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -291,6 +292,17 @@ def _eval_dataset(cfg, split: str | None):
     for item in skipped:
         logger.warning("skipping %s (%s): %s", item["file"], split, item["error"])
     return dataset, list(feature.names), split
+
+
+def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out: Path, eval_split: str) -> None:
+    """train.py's and polish.py's report of the final model into OUT/report/ (on every process, before
+    end_training); with --no-report, an earlier run's report/ is removed instead: it describes other weights."""
+    if cfg.report:
+        write_report(accelerator, model, eval_loader, label_names, out / "report", cfg.image_size,
+                     eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
+                     title=f"Error analysis of {out.name}")
+    elif accelerator.is_main_process:
+        shutil.rmtree(out / "report", ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
