@@ -23,6 +23,11 @@ def test_to_rgb_converts_every_mode_to_8bit_rgb():
         assert converted.mode == "RGB" and converted.size == (7, 5), mode
 
 
+def test_an_upright_rgb_image_is_not_copied():
+    image = Image.new("RGB", (7, 5))
+    assert to_rgb(image) is image
+
+
 def test_transparency_is_composited_on_white():
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red
     assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
