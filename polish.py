@@ -28,7 +28,7 @@ from food101hf.config import PolishConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, with_transform
 from food101hf.engine import (create_accelerator, create_scheduler, evaluate_model, fit, setup_logging,
                               updates_per_epoch)
-from food101hf.hub import HubError, push_folder, write_outputs
+from food101hf.hub import HubError, push_run, write_outputs
 from food101hf.model import (count_parameters, create_optimizer, freeze, load_trained, reestimate_batchnorm,
                              trained_folder)
 from food101hf.report import report_run
@@ -129,9 +129,7 @@ def main(argv=None) -> int:
         logger.info(f"top-1 {before['top1']:.4f} -> {metrics['top1']:.4f} at {cfg.image_size} px; model saved to "
                     f"{out.resolve()}")
         if cfg.push_to_hub:
-            url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision,
-                              commit_message=cfg.hub_commit_message)
-            logger.info(f"pushed to {url}")
+            logger.info(f"pushed to {push_run(out, cfg)}")
     return 0
 
 

@@ -24,7 +24,7 @@ from food101hf.checkpoint import CheckpointError, start_or_resume
 from food101hf.config import TrainConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, load_splits
 from food101hf.engine import create_accelerator, create_scheduler, fit, setup_logging, updates_per_epoch
-from food101hf.hub import HubError, push_folder, write_outputs
+from food101hf.hub import HubError, push_run, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
 from food101hf.report import report_run
 from food101hf.runtime import keep_freed_memory
@@ -94,9 +94,7 @@ def main(argv=None) -> int:
                       metrics)
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
         if cfg.push_to_hub:
-            url = push_folder(out, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision,
-                              commit_message=cfg.hub_commit_message)
-            logger.info(f"pushed to {url}")
+            logger.info(f"pushed to {push_run(out, cfg)}")
     return 0
 
 

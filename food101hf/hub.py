@@ -247,6 +247,12 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     return commit.commit_url
 
 
+def push_run(folder: str | Path, cfg) -> str:
+    """`push_folder` with a run's --push-to-hub, --hub-private, --hub-revision and --hub-commit-message."""
+    return push_folder(folder, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision,
+                       commit_message=cfg.hub_commit_message)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m food101hf.hub", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
