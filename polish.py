@@ -33,6 +33,7 @@ from food101hf.model import (count_parameters, create_optimizer, freeze, load_tr
                              trained_folder)
 from food101hf.report import report_run
 from food101hf.runtime import keep_freed_memory
+from food101hf.storage import check_output_dir, room_warning
 
 logger = get_logger("polish")
 
@@ -55,8 +56,10 @@ def main(argv=None) -> int:
         raise ValueError(f"{cfg.init} records no dataset (no train_config.yaml): pass --dataset")
     cfg = dataclasses.replace(cfg, dataset=cfg.dataset or base["dataset"], model=base.get("model", cfg.model))
     out = Path(cfg.output_dir)
+    free = check_output_dir(out, cfg.model)  # writable, room for the export + a checkpoint
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        if warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free):
+            logger.warning(warning)
         save_config(cfg, out / "train_config.yaml")
         if base:
             shutil.copyfile(base_recipe_file, out / "base_config.yaml")

@@ -28,6 +28,7 @@ from food101hf.hub import HubError, push_run, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
 from food101hf.report import report_run
 from food101hf.runtime import keep_freed_memory
+from food101hf.storage import check_output_dir, room_warning
 
 logger = get_logger("train")
 
@@ -39,8 +40,10 @@ def main(argv=None) -> int:
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
+    free = check_output_dir(out, cfg.model)  # writable, room for the export + a checkpoint: before any download
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        if warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free):
+            logger.warning(warning)
         save_config(cfg, out / "train_config.yaml")
     logger.info(f"{accelerator.num_processes} process(es) on {accelerator.device}, "
                 f"mixed precision {accelerator.mixed_precision}")

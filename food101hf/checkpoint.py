@@ -6,7 +6,10 @@
 
 A checkpoint is written into a hidden temporary folder, flushed to disk and renamed into place, then `latest` is
 replaced the same way; older checkpoints are deleted only after that. A crash at any moment leaves the previous
-checkpoint intact and findable.
+checkpoint intact and findable. A save that fails (a full or read-only disk) or is cut short by a second stop
+signal removes its temporary folder at once; a failure of the disk ends in one CheckpointError line naming the
+file, the intact checkpoint and how to resume. Temporary folders a killed save left behind are removed when the
+next run starts.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 
 from .config import TrainConfig
+from .preemption import SaveAborted
+from .storage import failed_file, human, storage_failure
 
 PROGRESS_FILE = "progress.json"
 LATEST = "latest"
@@ -83,25 +88,65 @@ def save_checkpoint(accelerator: Accelerator, root: Path, progress: Progress, ke
     """Called by every process (each saves its own RNG states); the main process finalises it."""
     name = f"{PREFIX}{progress.num_updates:08d}"
     final, tmp = root / name, root / f".tmp-{name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=2))
-        for file in tmp.rglob("*"):
-            _fsync(file)
-        _fsync(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _fsync(root)
-        _write_atomically(root / LATEST, name)
-        for old in complete_checkpoints(root)[:-keep]:
-            shutil.rmtree(old)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=2))
+            for file in tmp.rglob("*"):
+                _fsync(file)
+            _fsync(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _fsync(root)
+            _write_atomically(root / LATEST, name)
+            for old in complete_checkpoints(root)[:-keep]:
+                shutil.rmtree(old)
+    except BaseException as e:
+        _abandon(e, tmp, final, root)
+        raise
     accelerator.wait_for_everyone()
     return final
+
+
+def _abandon(error: BaseException, tmp: Path, final: Path, root: Path) -> None:
+    """A save failed or was interrupted: remove its temporary folder at once (it may be what fills the disk) and,
+    when the disk is the cause, raise one CheckpointError line instead of the serializer's traceback."""
+    cause = storage_failure(error, root) if isinstance(error, Exception) else None
+    file = failed_file(error, tmp)
+    written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else 0
+    shutil.rmtree(tmp, ignore_errors=True)
+    (root / f".{LATEST}.tmp").unlink(missing_ok=True)
+    if isinstance(error, SaveAborted):
+        logger.warning(f"second stop signal while saving {final.name}: abandoned. {resume_advice(root)}",
+                       main_process_only=False)
+        return
+    if cause is None:
+        return
+    if file is not None and file.is_relative_to(tmp):
+        file = final / file.relative_to(tmp)
+    raise CheckpointError(f"could not write checkpoint {file or final}: {cause} (after {human(written)}; its "
+                          f"temporary folder was removed). {resume_advice(root)}") from None
+
+
+def resume_advice(root: Path) -> str:
+    """One sentence: the newest intact checkpoint under root and how to continue from it."""
+    intact = find_checkpoint("auto", root)
+    if intact is None:
+        return f"No checkpoint exists in {root} yet: free space, then rerun the same command"
+    return (f"The checkpoint {intact} is intact: free space in {root.parent}, then rerun the same command plus "
+            f"`--resume auto`")
+
+
+def remove_abandoned_saves(root: Path) -> None:
+    """Temporary folders of saves a killed run left behind: never resumable, and possibly what fills the disk."""
+    if root.is_dir():
+        for tmp in root.glob(".tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def find_checkpoint(resume: str, root: Path) -> Path | None:
@@ -137,6 +182,9 @@ def start_or_resume(accelerator: Accelerator, cfg: TrainConfig, label_names: lis
     """A fresh Progress, or, with cfg.resume, the one restored (with all of Accelerate's state) from the
     checkpoint it names; `auto` starts fresh when root holds none yet."""
     progress = Progress(run_signature(cfg, label_names, accelerator.num_processes))
+    if accelerator.is_main_process:
+        remove_abandoned_saves(root)
+    accelerator.wait_for_everyone()
     path = find_checkpoint(cfg.resume, root) if cfg.resume else None
     if cfg.resume and path is None:
         logger.info(f"--resume auto: no checkpoint in {root}, starting fresh")

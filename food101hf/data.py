@@ -27,6 +27,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.functional import pil_to_tensor
 
 from .config import TrainConfig
+from .preemption import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
     evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
                                 *columns)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=cfg.num_workers > 0)
+                  persistent_workers=cfg.num_workers > 0, worker_init_fn=ignore_stop_signals)
     train_loader = torch.utils.data.DataLoader(train, shuffle=True, drop_last=True,
                                                generator=torch.Generator().manual_seed(seed), **common)
     eval_loader = torch.utils.data.DataLoader(evaluation, shuffle=False, **common)

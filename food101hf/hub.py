@@ -77,10 +77,16 @@ def write_outputs(out_dir: str | Path, model, label_names: list[str], data_confi
                   metrics: dict) -> None:
     """The whole output folder: weights + timm config, metrics.json (with image_size), and the model card.
     train_config.yaml is written at the start of the run, so a crashed run still says what it was."""
+    from .checkpoint import resume_advice
+    from .storage import staged_writes
+
     out_dir = Path(out_dir)
-    export_model(model, out_dir, label_names, image_size, data_config["crop_pct"])
-    (out_dir / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
-    build_card(out_dir).save(out_dir / "README.md")
+    advice = resume_advice(out_dir / "checkpoints")  # a failed write leaves the previous files and no partial one
+    with staged_writes(out_dir, advice) as stage:
+        export_model(model, stage, label_names, image_size, data_config["crop_pct"])
+        (stage / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
+    with staged_writes(out_dir, advice) as stage:
+        build_card(out_dir).save(stage / "README.md")
 
 
 CARD_TEMPLATE = """---
@@ -226,9 +232,15 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise HubError(f"{folder} has no {WEIGHTS}: push a folder written by train.py or polish.py")
-    build_card(folder, repo_id, revision).save(folder / "README.md")
     kept = (f"the export in {folder} is kept; push it later with "
             f"`python -m food101hf.hub push {folder} {repo_id}`")
+    from .storage import StorageError, staged_writes
+
+    try:
+        with staged_writes(folder, advice=f"Free space in {folder}, then push again") as stage:
+            build_card(folder, repo_id, revision).save(stage / "README.md")
+    except StorageError as e:
+        raise HubError(str(e)) from None
     if constants.HF_HUB_OFFLINE:
         raise HubError(f"HF_HUB_OFFLINE is set, so nothing can be pushed to {repo_id}; {kept}")
     if get_token() is None:

@@ -28,8 +28,10 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, nothing needs a display
 from matplotlib.ticker import PercentFormatter
 
+from .checkpoint import resume_advice
 from .data import DatasetError, to_rgb
 from .engine import gathered_logits, ranked_predictions, score_logits
+from .storage import staged_writes
 
 PER_CLASS_FIELDS = ["label", "accuracy", "support", "precision", "recall", "f1"]
 PAIR_FIELDS = ["true_label", "predicted_label", "count", "share_of_true_class"]
@@ -298,9 +300,10 @@ def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out
     """train.py's and polish.py's report of the final model into OUT/report/ (on every process, before
     end_training); with --no-report, an earlier run's report/ is removed instead: it describes other weights."""
     if cfg.report:
-        write_report(accelerator, model, eval_loader, label_names, out / "report", cfg.image_size,
-                     eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                     title=f"Error analysis of {out.name}")
+        with staged_writes(out / "report", resume_advice(out / "checkpoints")) as stage:
+            write_report(accelerator, model, eval_loader, label_names, stage, cfg.image_size,
+                         eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
+                         title=f"Error analysis of {out.name}")
     elif accelerator.is_main_process:
         shutil.rmtree(out / "report", ignore_errors=True)
 
@@ -367,9 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     loader = torch.utils.data.DataLoader(with_transform(dataset, transform, cfg.image_column, cfg.label_column),
                                          batch_size=cfg.batch_size, num_workers=cfg.num_workers, shuffle=False)
     model, loader = accelerator.prepare(model, loader)
-    metrics = write_report(accelerator, model, loader, label_names, args.output_dir, image_size, tta=args.tta,
-                           eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                           title=f"Error analysis of {args.model}")
+    with staged_writes(args.output_dir, "Free space (or pass another --output-dir) and rerun") as stage:
+        metrics = write_report(accelerator, model, loader, label_names, stage, image_size, tta=args.tta,
+                               eval_split=eval_split, image_column=cfg.image_column,
+                               label_column=cfg.label_column, title=f"Error analysis of {args.model}")
     if accelerator.is_main_process:
         print(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; report written to "
               f"{Path(args.output_dir).resolve()}")
