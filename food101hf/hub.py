@@ -82,10 +82,10 @@ def write_outputs(out_dir: str | Path, model, label_names: list[str], data_confi
 
     out_dir = Path(out_dir)
     advice = resume_advice(out_dir / "checkpoints")  # a failed write leaves the previous files and no partial one
-    with staged_writes(out_dir, advice) as stage:
+    with staged_writes(out_dir, advice, files=f"{WEIGHTS}, config.json and metrics.json") as stage:
         export_model(model, stage, label_names, image_size, data_config["crop_pct"])
         (stage / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
-    with staged_writes(out_dir, advice) as stage:
+    with staged_writes(out_dir, advice, files="README.md") as stage:
         build_card(out_dir).save(stage / "README.md")
 
 
@@ -237,7 +237,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     from .storage import StorageError, staged_writes
 
     try:
-        with staged_writes(folder, advice=f"Free space in {folder}, then push again") as stage:
+        with staged_writes(folder, f"Free space in {folder}, then push again", files="README.md") as stage:
             build_card(folder, repo_id, revision).save(stage / "README.md")
     except StorageError as e:
         raise HubError(str(e)) from None

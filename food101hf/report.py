@@ -300,7 +300,7 @@ def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out
     """train.py's and polish.py's report of the final model into OUT/report/ (on every process, before
     end_training); with --no-report, an earlier run's report/ is removed instead: it describes other weights."""
     if cfg.report:
-        with staged_writes(out / "report", resume_advice(out / "checkpoints")) as stage:
+        with staged_writes(out / "report", resume_advice(out / "checkpoints"), files="the report") as stage:
             write_report(accelerator, model, eval_loader, label_names, stage, cfg.image_size,
                          eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
                          title=f"Error analysis of {out.name}")
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = torch.utils.data.DataLoader(with_transform(dataset, transform, cfg.image_column, cfg.label_column),
                                          batch_size=cfg.batch_size, num_workers=cfg.num_workers, shuffle=False)
     model, loader = accelerator.prepare(model, loader)
-    with staged_writes(args.output_dir, "Free space (or pass another --output-dir) and rerun") as stage:
+    with staged_writes(args.output_dir, "Free space (or pass another --output-dir) and rerun", "the report") as stage:
         metrics = write_report(accelerator, model, loader, label_names, stage, image_size, tta=args.tta,
                                eval_split=eval_split, image_column=cfg.image_column,
                                label_column=cfg.label_column, title=f"Error analysis of {args.model}")

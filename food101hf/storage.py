@@ -5,9 +5,9 @@
     storage_failure(error, folder)                the disk's reason for an error, or None when it is not the disk's
 
 A full disk does not always surface as OSError: torch's serializer raises RuntimeError ("unexpected pos",
-"file write failed") and safetensors its own SafetensorError. So an error counts as the disk's when it is an
-OSError of a storage kind, or when a write into the same folder fails right after it, or when the folder's
-filesystem has (almost) nothing free.
+"file write failed") and safetensors its own SafetensorError ("... No space left on device (os error 28)"). So an
+error counts as the disk's when it is an OSError of a storage kind, or names one in its message, or when a write
+into the same folder fails right after it, or when the folder's filesystem has (almost) nothing free.
 """
 
 from __future__ import annotations
@@ -104,6 +104,10 @@ def storage_failure(error: BaseException, folder: str | Path) -> str | None:
     test is part of the diagnosis."""
     if isinstance(error, OSError) and error.errno in STORAGE_ERRNOS:
         return error.strerror
+    # safetensors: "Error while serializing: I/O error: No space left on device (os error 28)"
+    named = [os.strerror(code) for code in STORAGE_ERRNOS if os.strerror(code) in str(error)]
+    if named:
+        return named[0]
     try:
         _probe(Path(folder), 65536)
     except OSError as e:
@@ -121,11 +125,12 @@ def failed_file(error: BaseException, stage: Path) -> Path | None:
 
 
 @contextlib.contextmanager
-def staged_writes(folder: str | Path, advice: str):
+def staged_writes(folder: str | Path, advice: str, files: str = "files"):
     """Yield a hidden temporary folder inside `folder` to write files into; when the block ends they are moved
     into `folder` one by one (`os.replace`: a file there is either its old or its new version, never partial).
     If the block fails, the temporary folder is removed at once and a storage failure becomes one StorageError
-    naming the file, the cause and `advice`; the files already in `folder` are untouched."""
+    naming the file (or, when the writer left none behind, `files`: what the block writes), the cause and
+    `advice`; the files already in `folder` are untouched."""
     folder = Path(folder)
     stage = None
     try:
@@ -141,9 +146,11 @@ def staged_writes(folder: str | Path, advice: str):
             shutil.rmtree(stage, ignore_errors=True)
         if cause is None:
             raise
-        name = folder / file.name if stage is not None and file and file.is_relative_to(stage) else file
-        raise StorageError(f"could not write {name or folder}: {cause}; nothing partial was kept. {advice}") \
-            from None
+        if file is None or stage is None:
+            target = f"{files} into {folder}"
+        else:
+            target = folder / file.name if file.is_relative_to(stage) else file
+        raise StorageError(f"could not write {target}: {cause}; nothing partial was kept. {advice}") from None
     finally:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)

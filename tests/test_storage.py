@@ -179,7 +179,7 @@ def test_train_refuses_a_disk_without_room_before_loading_anything(image_folder,
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"error: not enough space in {disk / 'run'}: a resnet18 run needs about" in result.stderr
+    assert f"error: not enough space in {disk / 'run'}: a resnet18.a1_in1k run needs about" in result.stderr
     assert "train images" not in result.stderr  # refused before the dataset was loaded
 
 
@@ -208,3 +208,15 @@ def test_train_on_a_disk_that_fills_up_keeps_its_last_checkpoint_and_resumes(ima
         assert "resumed from" in resumed.stderr and (out / "model.safetensors").is_file()
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_an_export_that_does_not_fit_keeps_nothing_partial_and_says_how_to_resume(small_disk, accelerator):
+    save_checkpoint(accelerator, small_disk / "checkpoints", Progress(SIGNATURE, num_updates=6), keep=1)
+    with pytest.raises(StorageError) as failed:
+        export_model_folder(small_disk, CLASSES)  # a 45 MB ResNet-18 export into a 2 MB filesystem
+    message = str(failed.value)
+    assert message.startswith(f"could not write model.safetensors, config.json and metrics.json into {small_disk}: "
+                              f"No space left on device; nothing partial was kept.")
+    assert f"The checkpoint {small_disk / 'checkpoints' / 'update-00000006'} is intact" in message
+    assert "--resume auto" in message and "\n" not in message
+    assert sorted(p.name for p in small_disk.iterdir()) == ["checkpoints", "train_config.yaml"]
