@@ -181,14 +181,17 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
     mixup = create_mixup(cfg, num_classes)
     criterion = train_criterion(mixup, cfg.smoothing)
 
+    # SIGTERM/SIGINT/SIGUSR1 (preemption, Ctrl-C) end the run after an optimizer update, with a checkpoint
+    stop = StopOnSignal(accelerator)
+
     def checkpoint() -> Path:
-        path = save_checkpoint(accelerator, checkpoints, progress, cfg.keep_checkpoints)
+        with stop.saving():
+            path = save_checkpoint(accelerator, checkpoints, progress, cfg.keep_checkpoints)
         logger.info(f"checkpoint {path}")
         return path
 
     metrics = {}
-    # SIGTERM/SIGINT/SIGUSR1 (preemption, Ctrl-C) now end the run after an optimizer update, with a checkpoint
-    with StopOnSignal(accelerator) as stop:
+    with stop:
         while progress.epoch < cfg.epochs:
             # the seedable sampler's order and the augmentations depend only on (seed, epoch): a resumed epoch
             # re-creates them and skips the batches already trained on

@@ -20,6 +20,7 @@ process stops after the update in progress.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -43,8 +44,8 @@ class Preempted(SystemExit):
 
 
 class SaveAborted(SystemExit):
-    """A second signal arrived before the checkpoint for the first was complete: exit at once with 128+signal,
-    the status of a process killed by it (the checkpoint writer then removes its temporary folder)."""
+    """Another signal arrived while a checkpoint was being written: exit at once with 128+signal, the status of a
+    process killed by it (the checkpoint writer then removes its temporary folder; the previous one is intact)."""
 
     def __init__(self, signum: int):
         super().__init__(128 + signum)
@@ -76,10 +77,14 @@ class StopOnSignal:
             for each optimizer update:
                 ...
                 if stop.requested():   # True on every process at the same update
-                    save a checkpoint; raise stop.preempted(where)
+                    with stop.saving():
+                        save a checkpoint
+                    raise stop.preempted(where, update)
 
-    A second signal raises SaveAborted (exit at once, 128+signal). Call `requested()` the same number of times
-    on every process.
+    A signal while a checkpoint is written inside `saving()`, once one was received, raises SaveAborted (exit at
+    once, 128+signal). Before that, repeats are ignored: launchers forward the signal they receive, so a process
+    often gets the same one twice within milliseconds (Ctrl-C under torchrun: from the terminal and from torchrun).
+    Call `requested()` the same number of times on every process.
     """
 
     def __init__(self, accelerator):
@@ -87,6 +92,7 @@ class StopOnSignal:
         self.signum: int | None = None  # the first signal this process received
         self.agreed: int | None = None  # the signal every process has agreed to stop on
         self._pid = os.getpid()
+        self._saving = False
         self._previous = {}
         self._group = None
         self._pending = None  # (work, tensor) of the all-reduce posted at the previous check
@@ -110,11 +116,22 @@ class StopOnSignal:
         if os.getpid() != self._pid:  # a forked DataLoader worker that inherited the handler: not ours to act on
             return
         if self.signum is not None:
-            raise SaveAborted(signum)
+            if self._saving:
+                raise SaveAborted(signum)
+            return
         self.signum = signum
         # a signal handler must not take the logging lock the interrupted code may hold: write directly
         os.write(2, f"received {signal.Signals(signum).name}: stopping after this optimizer update, with a "
-                    f"checkpoint (a second signal stops at once)\n".encode())
+                    f"checkpoint (another signal while it is written abandons it)\n".encode())
+
+    @contextlib.contextmanager
+    def saving(self):
+        """Around a checkpoint's writing: another signal then abandons it (the previous checkpoint is intact)."""
+        self._saving = True
+        try:
+            yield
+        finally:
+            self._saving = False
 
     def requested(self, now: bool = False) -> bool:
         """Whether to stop after the update just finished; the same answer on every process. With `now` (at a
