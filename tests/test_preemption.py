@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from conftest import ROOT, run_script
+from conftest import CLASSES, ROOT, run_script, write_image_folder
 from food101hf.checkpoint import LATEST, Progress, complete_checkpoints, run_signature, save_checkpoint
 from food101hf.config import TrainConfig
 from food101hf.preemption import PREEMPTED_EXIT, SaveAborted, StopOnSignal
@@ -123,14 +123,24 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
     assert process.poll() is None, "the run ended before it could be signalled"
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(args, output folder) of a run nothing stopped. 24 images / batch 4 = 6 updates an epoch."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    write_image_folder(root / "food" / "train", CLASSES, per_class=8)
+    write_image_folder(root / "food" / "validation", CLASSES, per_class=3, seed=1)
+    args = ["train.py", "--dataset", str(root / "food"), *TINY, "--epochs", "2", "--num-workers", "1",
+            "--checkpoint-every", "2", "--keep-checkpoints", "5"]
+    result = run_script(*args, "--output-dir", str(root / "whole"))
+    assert result.returncode == 0, result.stderr
+    return args, root / "whole"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise_identically(
-        image_folder, tmp_path, signum):
-    # 24 images / batch 4 = 6 updates an epoch; the signal follows the first periodic checkpoint (update 2)
-    args = ["train.py", "--dataset", str(image_folder), *TINY, "--epochs", "2", "--num-workers", "1",
-            "--checkpoint-every", "2", "--keep-checkpoints", "5"]
-    assert run_script(*args, "--output-dir", str(tmp_path / "whole")).returncode == 0
+        uninterrupted, tmp_path, signum):
+    args, whole = uninterrupted  # the signal follows the first periodic checkpoint (update 2)
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
     process = start([*args, "--output-dir", str(out)], log)
@@ -155,9 +165,9 @@ def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise
     resumed = run_script(*args, "--output-dir", str(out), "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr
     assert f"update {update}" in resumed.stderr
-    assert digest(out / "model.safetensors") == digest(tmp_path / "whole" / "model.safetensors")
+    assert digest(out / "model.safetensors") == digest(whole / "model.safetensors")
     assert comparable(json.loads((out / "metrics.json").read_text())) == \
-        comparable(json.loads((tmp_path / "whole" / "metrics.json").read_text()))
+        comparable(json.loads((whole / "metrics.json").read_text()))
 
 
 def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
