@@ -28,7 +28,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.functional import pil_to_tensor
 
 from .config import TrainConfig
-from .folders import MAX_ASPECT_RATIO, check_aspect_ratio, list_folder
+from .folders import MAX_ASPECT_RATIO, NOT_A_SPLIT, check_aspect_ratio, list_folder
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +217,11 @@ def load_folder(root: Path) -> DatasetDict:
     cannot give a classifier: a split without class folders, or a class folder left without images."""
     listing = list_folder(root)
     listing.log(logger)
+    if "train" not in listing.files:
+        beside = listing.ignored_names().get(NOT_A_SPLIT, [])
+        raise DatasetError(f"{root}: no train/ (or training/) folder beside "
+                           f"{', '.join(f + '/' for f in listing.split_folders.values())}"
+                           + (f"; ignored: {', '.join(f + '/' for f in beside)}" if beside else ""))
     for split, classes in listing.files.items():
         folder = listing.split_folders[split]
         if not classes:

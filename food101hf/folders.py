@@ -47,8 +47,10 @@ NAMED = 5  # ignored files named per reason in a log line; the audit names them 
 # why a file or folder is not in the dataset
 HIDDEN, NOT_AN_IMAGE, NO_CLASS, NOT_A_SPLIT = ("hidden", "not an image", "not in a class folder",
                                                "not a split folder")
-_DESCRIBE = {HIDDEN: "hidden files and folders", NOT_AN_IMAGE: "files that are not images",
-             NO_CLASS: "files not in a class folder", NOT_A_SPLIT: "folders that are not split folders"}
+_DESCRIBE = {HIDDEN: ("hidden file or folder", "hidden files and folders"),
+             NOT_AN_IMAGE: ("file that is not an image", "files that are not images"),
+             NO_CLASS: ("file not in a class folder", "files not in a class folder"),
+             NOT_A_SPLIT: ("folder beside the split folders", "folders beside the split folders")}
 
 
 def _dataset_error(message: str) -> Exception:
@@ -68,7 +70,7 @@ def image_extensions() -> frozenset[str]:
 def ignored_line(reason: str, names: list[str]) -> str:
     """'ignored 7 files that are not images: a.csv, ... and 2 more': the first NAMED names, then a count."""
     more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
-    return f"ignored {len(names)} {_DESCRIBE[reason]}: {', '.join(names[:NAMED])}{more}"
+    return f"ignored {len(names)} {_DESCRIBE[reason][len(names) > 1]}: {', '.join(names[:NAMED])}{more}"
 
 
 def is_hidden(name: str) -> bool:
@@ -172,6 +174,11 @@ def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
         else:
             listing.ignored[NO_CLASS if entry.suffix.lower() in image_extensions() else NOT_AN_IMAGE].append(entry)
     if not found:
+        wrapped = [entry for entry in others if any(child.is_dir() and SPLIT_FOLDERS.get(child.name.casefold())
+                                                    for child in entry.iterdir())]
+        if wrapped:  # e.g. a zip extracted into a folder of its own
+            raise _dataset_error(f"{root}: the split folders are inside {wrapped[0].name}/; pass that folder "
+                                 f"({wrapped[0]})")
         return {"train": root}  # a flat layout: root/<class>/...
     listing.ignored[NOT_A_SPLIT] += others
     return found

@@ -103,7 +103,7 @@ def test_a_stray_file_beside_the_class_folders_is_ignored_and_named(tmp_path, ca
     with caplog.at_level(logging.INFO):
         splits = splits_of(tmp_path / "d", val_fraction=0.2)
     assert (splits.label_names, len(splits.train) + len(splits.eval)) == (CLASSES, 10)
-    assert "not in a class folder: train/cover.jpg" in caplog.text
+    assert "ignored 1 file not in a class folder: train/cover.jpg" in caplog.text
     assert caplog.text.count("cover.jpg") == 1
     ignored = audited(tmp_path / "d")["ignored"]
     assert ignored["not in a class folder"] == ["train/cover.jpg"]
@@ -191,6 +191,26 @@ def test_an_extreme_aspect_ratio_image_is_named_and_skipped(tmp_path):
 
 
 # Neighbours the issue did not name.
+def test_split_folders_inside_a_wrapper_folder_or_without_train_are_clear_errors(tmp_path):
+    write_image_folder(tmp_path / "d" / "food-photos" / "train", CLASSES, 2)  # a zip extracted into its own folder
+    with pytest.raises(DatasetError, match="the split folders are inside food-photos/; pass that folder"):
+        splits_of(tmp_path / "d")
+    write_image_folder(tmp_path / "e" / "test", CLASSES, 2)
+    write_image_folder(tmp_path / "e", CLASSES, 2)
+    with pytest.raises(DatasetError, match="no train/ .*folder beside test/; ignored: pizza/, sushi/"):
+        splits_of(tmp_path / "e")
+
+
+def test_a_folder_is_built_once_and_rebuilt_when_a_file_changes(tmp_path):
+    from food101hf.data import load_folder
+
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
+    first, again = load_folder(tmp_path / "d")["train"], load_folder(tmp_path / "d")["train"]
+    assert first.cache_files == again.cache_files and first._fingerprint == again._fingerprint
+    Image.new("RGB", (20, 20)).save(tmp_path / "d" / "train" / "pizza" / "0.jpg")  # same name, new picture
+    assert load_folder(tmp_path / "d")["train"]._fingerprint != first._fingerprint
+
+
 def test_nfd_and_nfc_class_folders_are_one_class_and_a_clash_is_an_error(tmp_path):
     nfc, nfd = "crème brûlée", unicodedata.normalize("NFD", "crème brûlée")
     write_image_folder(tmp_path / "d" / "train", [nfd, "sushi"], 4)  # written on a Mac
