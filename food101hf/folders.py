@@ -155,26 +155,35 @@ class FolderListing:
             logger.info("%s", ignored_line(reason, names))
 
 
+def _split_of(name: str) -> str | None:
+    return SPLIT_FOLDERS.get(unicodedata.normalize("NFC", name).casefold())
+
+
+def _ignore_loose(listing: FolderListing, entry: Path) -> None:
+    """An entry directly in the root or a split folder, outside any class folder."""
+    if is_hidden(entry.name):
+        listing.ignored[HIDDEN].append(entry)
+    elif not entry.is_dir():
+        listing.ignored[NO_CLASS if entry.suffix.lower() in image_extensions() else NOT_AN_IMAGE].append(entry)
+
+
 def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
     found: dict[str, Path] = {}
     others = []
     for entry in sorted(root.iterdir()):
-        if is_hidden(entry.name):
-            listing.ignored[HIDDEN].append(entry)
-        elif entry.is_dir():
-            split = SPLIT_FOLDERS.get(unicodedata.normalize("NFC", entry.name).casefold())
-            if split in found:
-                raise _dataset_error(f"{root}: {found[split].name}/ and {entry.name}/ are both the {split} split; "
-                                     f"keep one (split folders: train/training, validation/val/valid/dev, "
-                                     f"test/testing, in any case)")
-            if split:
-                found[split] = entry
-            else:
-                others.append(entry)
+        split = _split_of(entry.name) if entry.is_dir() and not is_hidden(entry.name) else None
+        if split in found:
+            raise _dataset_error(f"{root}: {found[split].name}/ and {entry.name}/ are both the {split} split; keep "
+                                 f"one (split folders: train/training, validation/val/valid/dev, test/testing, in "
+                                 f"any case)")
+        if split:
+            found[split] = entry
+        elif entry.is_dir() and not is_hidden(entry.name):
+            others.append(entry)
         else:
-            listing.ignored[NO_CLASS if entry.suffix.lower() in image_extensions() else NOT_AN_IMAGE].append(entry)
+            _ignore_loose(listing, entry)
     if not found:
-        wrapped = [entry for entry in others if any(child.is_dir() and SPLIT_FOLDERS.get(child.name.casefold())
+        wrapped = [entry for entry in others if any(child.is_dir() and _split_of(child.name)
                                                     for child in entry.iterdir())]
         if wrapped:  # e.g. a zip extracted into a folder of its own
             raise _dataset_error(f"{root}: the split folders are inside {wrapped[0].name}/; pass that folder "
@@ -184,36 +193,37 @@ def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
     return found
 
 
+def _add_class(listing: FolderListing, split: str, class_dir: Path, folder_of: dict[str, str]) -> None:
+    name = unicodedata.normalize("NFC", class_dir.name)
+    if name in folder_of:
+        raise _dataset_error(f"{listing.relative(class_dir.parent)}/: class folders {folder_of[name]!a} and "
+                             f"{class_dir.name!a} are the same name {name!r} (Unicode NFC; one was probably "
+                             f"written on a Mac): merge them")
+    folder_of[name] = class_dir.name
+    ignored: dict[str, list[Path]] = defaultdict(list)
+    images = listing.files[split][name] = image_files(class_dir, ignored)
+    listing.nested[split] += sum(path.parent != class_dir for path in images)
+    for reason, paths in ignored.items():
+        listing.ignored[reason] += paths
+        listing.ignored_in[(split, name)][reason] += len(paths)
+
+
 def list_folder(root: str | os.PathLike) -> FolderListing:
     """The (split, class, file) rows of a local folder, by the rules in this module's docstring. Raises
-    DatasetError when the folder does not exist, when two folders name one split, or when two class folders of a
-    split have one NFC name. Class folders left without images are kept (empty) for the caller to judge."""
+    DatasetError when the folder does not exist, when two folders name one split, when two class folders of a
+    split have one NFC name, or when the split folders sit inside a single sub-folder. Class folders left without
+    images are kept (empty) for the caller to judge."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise _dataset_error(f"dataset folder {str(root)!r} does not exist")
     listing = FolderListing(root)
-    extensions = image_extensions()
     for split, folder in _split_folders(root, listing).items():
         listing.split_folders[split] = "." if folder == root else folder.name
-        classes: dict[str, list[Path]] = {}
-        folder_of: dict[str, str] = {}
-        for entry in sorted(folder.iterdir()) if folder != root else []:
-            if is_hidden(entry.name):
-                listing.ignored[HIDDEN].append(entry)
-            elif not entry.is_dir():
-                listing.ignored[NO_CLASS if entry.suffix.lower() in extensions else NOT_AN_IMAGE].append(entry)
-        for class_dir in [entry for entry in sorted(folder.iterdir()) if entry.is_dir() and not is_hidden(entry.name)]:
-            name = unicodedata.normalize("NFC", class_dir.name)
-            if name in folder_of:
-                raise _dataset_error(f"{listing.relative(folder) if folder != root else root}/: class folders "
-                                     f"{folder_of[name]!a} and {class_dir.name!a} are the same name {name!r} "
-                                     f"(Unicode NFC; one was probably written on a Mac): merge them")
-            folder_of[name] = class_dir.name
-            ignored: dict[str, list[Path]] = defaultdict(list)
-            classes[name] = image_files(class_dir, ignored)
-            listing.nested[split] += sum(path.parent != class_dir for path in classes[name])
-            for reason, paths in ignored.items():
-                listing.ignored[reason] += paths
-                listing.ignored_in[(split, name)][reason] += len(paths)
-        listing.files[split] = classes
+        listing.files[split] = {}
+        folder_of: dict[str, str] = {}  # NFC class name -> its folder's name as written
+        for entry in sorted(folder.iterdir()):
+            if entry.is_dir() and not is_hidden(entry.name):
+                _add_class(listing, split, entry, folder_of)
+            elif folder != root:  # the root's own loose entries were sorted out with the split folders
+                _ignore_loose(listing, entry)
     return listing
