@@ -1,14 +1,12 @@
 """Datasets, transforms and loaders.
 
-A dataset is a Hub id (``ethz/food101``, through ``datasets.load_dataset``), a local image folder or ``demo`` (listed
-by ``food101hf.folders`` and built with ``Dataset.from_generator``, cached like a Hub dataset); images are decoded
-and augmented on the fly with ``with_transform``.
+A dataset is a Hub id (``ethz/food101``, through ``datasets.load_dataset``), a local image folder or ``demo``
+(``food101hf.folders.load_folder``); images are decoded and augmented on the fly with ``with_transform``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import random
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, Features, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from datasets import Image as ImageFeature
 from PIL import ExifTags, Image, ImageOps
 from timm.data import create_transform
@@ -28,7 +26,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.functional import pil_to_tensor
 
 from .config import TrainConfig
-from .folders import MAX_ASPECT_RATIO, NOT_A_SPLIT, check_aspect_ratio, list_folder
+from .folders import MAX_ASPECT_RATIO, check_aspect_ratio, load_folder
 
 logger = logging.getLogger(__name__)
 
@@ -203,46 +201,6 @@ class SeededAugmentation(torch.utils.data.Dataset):
         sample_seed = int(np.random.SeedSequence([self.seed, int(self._epoch), index]).generate_state(1)[0])
         with _seeded(sample_seed):
             return self.dataset[index]
-
-
-def _folder_rows(files: list[str], labels: list[str]):
-    yield from ({"image": file, "label": label} for file, label in zip(files, labels))
-
-
-def load_folder(root: Path) -> DatasetDict:
-    """A local folder's splits by food101hf.folders' rules (logged: which folder is which split, what was ignored
-    and why), with `image`/`label` columns and one ClassLabel over every split's classes. Built by
-    Dataset.from_generator under a fingerprint of the paths, classes, sizes and modification times, so a second
-    run reuses the cache, and the bad-file check's, until a file changes. Raises DatasetError for a layout that
-    cannot give a classifier: a split without class folders, or a class folder left without images."""
-    listing = list_folder(root)
-    listing.log(logger)
-    if "train" not in listing.files:
-        beside = listing.ignored_names().get(NOT_A_SPLIT, [])
-        raise DatasetError(f"{root}: no train/ (or training/) folder beside "
-                           f"{', '.join(f + '/' for f in listing.split_folders.values())}"
-                           + (f"; ignored: {', '.join(f + '/' for f in beside)}" if beside else ""))
-    for split, classes in listing.files.items():
-        folder = listing.split_folders[split]
-        if not classes:
-            raise DatasetError(f"{root}/{folder} has no class folders; lay the dataset out as train/<class>/*.jpg")
-        for name, files in classes.items():
-            if not files:
-                ignored = ", ".join(f"{n} {reason}" for reason, n in listing.ignored_in[(split, name)].items())
-                raise DatasetError(f"{Path(root, folder, name)}/ has no images"
-                                   + (f" (ignored there: {ignored})" if ignored else ""))
-    features = Features({"image": ImageFeature(), "label": ClassLabel(names=listing.label_names)})
-    splits = {}
-    for split in listing.files:
-        files, labels = listing.rows(split)
-        fingerprint = hashlib.sha256(repr(features).encode())
-        for file, label in zip(files, labels):
-            stat = Path(file).stat()
-            fingerprint.update(f"{file}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        splits[split] = Dataset.from_generator(_folder_rows, features=features, split=split,
-                                               gen_kwargs={"files": files, "labels": labels},
-                                               fingerprint=fingerprint.hexdigest()[:32])
-    return DatasetDict(splits)
 
 
 def _check_image(example: dict, image_column: str) -> dict:

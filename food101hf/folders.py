@@ -4,6 +4,7 @@ polish.py, ``food101hf.report`` (and ``--audit``) and ``food101hf.predict`` on f
     listing = list_folder("my_food")      # raises DatasetError for a layout that has two meanings
     listing.files["train"]["pizza"]       # [Path, ...], sorted
     listing.log(logger)                   # which folder is which split, and every file ignored, by reason
+    load_folder("my_food")                # the listing as a datasets.DatasetDict (image, label), cached
 
 The rules (the README's "Your own photos" states them for users):
 - Split folders are the root's sub-folders named, case-insensitively, train/training, validation/val/valid/dev or
@@ -23,6 +24,7 @@ The rules (the README's "Your own photos" states them for users):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import unicodedata
@@ -33,6 +35,7 @@ from pathlib import Path
 import pillow_heif
 from PIL import Image
 
+logger = logging.getLogger(__name__)
 pillow_heif.register_heif_opener()  # iPhones save .heic: Pillow opens them from here on, in every command
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
@@ -227,3 +230,52 @@ def list_folder(root: str | os.PathLike) -> FolderListing:
             elif folder != root:  # the root's own loose entries were sorted out with the split folders
                 _ignore_loose(listing, entry)
     return listing
+
+
+def check_trainable(listing: FolderListing) -> None:
+    """Raise DatasetError for a listing that cannot give a classifier: no train split, a split without class
+    folders, or a class folder left without images (saying what it held instead)."""
+    root = listing.root
+    if "train" not in listing.files:
+        beside = [name + "/" for name in listing.ignored_names().get(NOT_A_SPLIT, [])]
+        raise _dataset_error(f"{root}: no train/ (or training/) folder beside "
+                             f"{', '.join(f + '/' for f in listing.split_folders.values())}"
+                             + (f"; ignored: {', '.join(beside)}" if beside else ""))
+    for split, classes in listing.files.items():
+        folder = root / listing.split_folders[split]
+        if not classes:
+            raise _dataset_error(f"{folder} has no class folders; lay the dataset out as train/<class>/*.jpg")
+        for name, files in classes.items():
+            ignored = ", ".join(f"{n} {reason}" for reason, n in listing.ignored_in[(split, name)].items())
+            if not files:
+                raise _dataset_error(f"{folder / name}/ has no images" + (f" (ignored there: {ignored})"
+                                                                          if ignored else ""))
+
+
+def _rows(files: list[str], labels: list[str]):
+    yield from ({"image": file, "label": label} for file, label in zip(files, labels))
+
+
+def load_folder(root: str | os.PathLike):
+    """The folder's splits as a `datasets.DatasetDict` with `image` (paths, decoded on access) and `label` (one
+    ClassLabel over every split's classes) columns; the listing is logged and checked (`check_trainable`). Each
+    split is built by Dataset.from_generator under a fingerprint of its paths, classes, sizes and modification
+    times, so a second run reuses the cache, and the bad-file check's, until a file changes."""
+    from datasets import ClassLabel, Dataset, DatasetDict, Features
+    from datasets import Image as ImageFeature
+
+    listing = list_folder(root)
+    listing.log(logger)
+    check_trainable(listing)
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=listing.label_names)})
+    splits = {}
+    for split in listing.files:
+        files, labels = listing.rows(split)
+        fingerprint = hashlib.sha256(repr(features).encode())
+        for file, label in zip(files, labels):
+            stat = Path(file).stat()
+            fingerprint.update(f"{file}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        splits[split] = Dataset.from_generator(_rows, features=features, split=split,
+                                               gen_kwargs={"files": files, "labels": labels},
+                                               fingerprint=fingerprint.hexdigest()[:32])
+    return DatasetDict(splits)

@@ -16,6 +16,7 @@ from conftest import ROOT, export_model_folder, run_script, write_image_folder
 from food101hf.audit import audit_dataset
 from food101hf.config import TrainConfig
 from food101hf.data import DatasetError, load_splits
+from food101hf.folders import load_folder
 from food101hf.predict import expand
 
 CLASSES = ["pizza", "sushi"]
@@ -202,8 +203,6 @@ def test_split_folders_inside_a_wrapper_folder_or_without_train_are_clear_errors
 
 
 def test_a_folder_is_built_once_and_rebuilt_when_a_file_changes(tmp_path):
-    from food101hf.data import load_folder
-
     write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
     first, again = load_folder(tmp_path / "d")["train"], load_folder(tmp_path / "d")["train"]
     assert first.cache_files == again.cache_files and first._fingerprint == again._fingerprint
