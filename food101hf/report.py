@@ -12,13 +12,16 @@ card shows). train.py writes it into OUTPUT_DIR/report/ after training (--no-rep
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # answer --help and refuse bad flags before torch and matplotlib load
+    from food101hf.cli import parse_early, report_parser
+
+    parse_early(report_parser)
+
 import csv
 import json
 import logging
 import math
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
@@ -306,31 +309,12 @@ def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli import report_parser, setup_logging
     from .config import TrainConfig
 
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m food101hf.report", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", help="folder written by train.py or polish.py, or a Hub repo id (org/name[@rev])")
-    parser.add_argument("--dataset", required=True, help="Hub id, local image folder, or 'demo'")
-    parser.add_argument("--split", help="split to evaluate (default: validation or test, else the stratified "
-                                        "hold-out train.py used, set by --val-fraction and --seed)")
-    parser.add_argument("--image-size", type=int, help="evaluation resolution (default: the model's own)")
-    parser.add_argument("--tta", action="store_true", help="average the logits over each image and its mirror")
-    parser.add_argument("--output-dir", help="where to write the report (required) or the audit (optional)")
-    parser.add_argument("--audit", action="store_true", help="audit the dataset's files instead: modes, sizes, "
-                                                             "duplicates and unreadable files per split")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per process per step")
-    parser.add_argument("--num-workers", type=int, default=defaults.num_workers)
-    parser.add_argument("--max-eval-samples", type=int, help="evaluate only the first N images")
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--image-column", default=defaults.image_column)
-    parser.add_argument("--label-column", default=defaults.label_column)
-    parser.add_argument("--mixed-precision", default=defaults.mixed_precision, help="as in train.py")
+    parser = report_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    logging.getLogger("timm").setLevel(logging.WARNING)  # two lines about which weights file it loaded
+    setup_logging()
     if not args.audit and not (args.model and args.output_dir):
         parser.error("a report needs --model and --output-dir (or pass --audit)")
     cfg = TrainConfig(dataset=args.dataset, image_column=args.image_column, label_column=args.label_column,
@@ -378,10 +362,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .hub import HubError
+    from food101hf.cli import run
 
-    try:
-        sys.exit(main())
-    except (DatasetError, HubError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(main)
