@@ -144,11 +144,15 @@ def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, ti
     return pixels, pixels
 
 
-def plot_mistakes(images: list, captions: list[str], path: Path, title: str, cols: int = 6) -> tuple[int, int]:
-    """A grid of images, each with its caption; a single line of text when there are none. Returns the
-    picture's (width, height) in pixels."""
+TILE = 250  # px per image column; a caption line holds CAPTION_CHARS characters of 9 pt DejaVu Sans in it
+CAPTION_CHARS = 30
+
+
+def mistakes_figure(images: list, captions: list[str], title: str, cols: int = 6) -> Figure:
+    """A grid of images, each with its caption (at most four lines, see `_caption`); a single line of text when
+    there are none. Every tile has the same room for its caption, so captions never overlap the row above."""
     rows = max(1, math.ceil(len(images) / cols))
-    width, height = 250 * cols, 260 * rows + 60
+    width, height = TILE * cols, 300 * rows + 60
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     fig.suptitle(title, fontsize=12)
     if not images:
@@ -157,14 +161,27 @@ def plot_mistakes(images: list, captions: list[str], path: Path, title: str, col
         ax.set_axis_off()
         if i < len(images):
             ax.imshow(images[i])
-            ax.set_title(captions[i], fontsize=9)
+            ax.set_title(captions[i], fontsize=9, loc="left", wrap=False)
+    return fig
+
+
+def plot_mistakes(images: list, captions: list[str], path: Path, title: str, cols: int = 6) -> tuple[int, int]:
+    """`mistakes_figure` saved to `path`. Returns the picture's (width, height) in pixels."""
+    fig = mistakes_figure(images, captions, title, cols)
     fig.savefig(path, dpi=DPI)
-    return width, height
+    width, height = fig.get_size_inches() * DPI
+    return round(width), round(height)
 
 
 def _caption(true: str, predicted: str, confidence: float) -> str:
-    wrap = lambda text: textwrap.shorten(text, 34, placeholder="…")  # noqa: E731
-    return f"true: {wrap(true)}\npredicted: {wrap(predicted)} ({confidence:.0%})"
+    """Two lines at most per class name, wrapped at word boundaries (Food-101's names read with spaces:
+    `lobster_roll_sandwich` -> "lobster roll sandwich"), each line short enough for its tile."""
+    def wrap(prefix: str, name: str, suffix: str = "") -> str:
+        lines = textwrap.wrap(prefix + name.replace("_", " ") + suffix, CAPTION_CHARS, max_lines=2,
+                              placeholder="…", break_long_words=True)
+        return "\n".join(lines)
+
+    return f"{wrap('true: ', true)}\n{wrap('predicted: ', predicted, f' ({confidence:.0%})')}"
 
 
 # ---- files ----
