@@ -57,7 +57,7 @@ class ArgumentParser(argparse.ArgumentParser):
         if unknown:
             flags = [s for action in self._actions for s in action.option_strings]
             hints = [f"{flag} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
-                flag.split("=")[0], flags, n=2)) else flag for flag in unknown]
+                flag.split("=")[0], flags, n=2, cutoff=0.7)) else flag for flag in unknown]
             self.error(f"unrecognized arguments: {' '.join(hints)}")
         return parsed
 

@@ -294,6 +294,10 @@ def parse_config(cls=TrainConfig, argv: list[str] | None = None, description: st
     ``warmup_epochs: 2``: the LR would ramp up and the cosine would never start) is capped at MAX_WARMUP_SHARE
     of the run, and logged; the same warmup given as a flag is refused."""
     parser = build_parser(cls, description, prog)
+    for name in cls.NOT_FLAGS:
+        flags = {_flag(name), "--no-" + name.replace("_", "-")}
+        if flags & {arg.split("=")[0] for arg in (sys.argv[1:] if argv is None else argv)}:
+            raise ConfigError(f"{_flag(name)}: {parser.prog} takes it from the model it starts from (--init)")
     given = vars(parser.parse_args(argv))
     try:
         values = load_yaml(cls, given.pop("config")) if "config" in given else {}

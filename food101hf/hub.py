@@ -289,5 +289,6 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     from food101hf.cli import run
+    from food101hf.hub import main  # the package's module, whose error classes the handler knows
 
     run(main)

@@ -250,10 +250,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The `food101hf-predict` console script."""
-    from .cli import run
+    """The `food101hf-predict` console script, and `python -m food101hf.predict`."""
+    from food101hf.cli import run
+    from food101hf.predict import main as package_main  # the package's module, not __main__'s copy
 
-    run(main)
+    run(package_main)
 
 
 if __name__ == "__main__":

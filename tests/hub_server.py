@@ -85,7 +85,8 @@ class HubServer:
         key = repo_id if repo_type == "model" else f"{repo_type}s/{repo_id}"
         repo = self.repos[key] = Repo(private=False)
         tree = {".gitattributes": File(GITATTRIBUTES + b"*.parquet filter=lfs diff=lfs merge=lfs -text\n", lfs=False)}
-        tree |= {path: File(content, lfs=path.endswith(LFS_SUFFIXES + (".parquet",))) for path, content in files.items()}
+        tree |= {path: File(content, lfs=path.endswith((*LFS_SUFFIXES, ".parquet")))
+                 for path, content in files.items()}
         self._new_commit(repo, "main", tree, "initial commit")
 
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
