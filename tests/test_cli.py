@@ -146,3 +146,19 @@ def test_a_failed_model_start_leaves_no_config_behind(image_folder, tmp_path):
                         "--epochs", "1", "--batch-size", "4", "--num-workers", "0", timeout=120)
     assert "cannot be used" in one_line_error(result) or "cannot reach the Hub" in one_line_error(result)
     assert not out.exists()
+
+
+def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path):
+    from food101hf.cli import next_steps
+    from food101hf.config import PolishConfig, TrainConfig
+
+    out = tmp_path / "demo run"
+    text = next_steps(out, TrainConfig(dataset="demo"), str(tmp_path / "v" / "crème brûlée" / "1.jpg"))
+    assert f"python -m food101hf.predict --model '{out}' '{tmp_path}/v/crème brûlée/1.jpg'" in text  # pastes as is
+    assert f"accelerate launch polish.py --init '{out}' --output-dir '{out}-224'" in text
+    assert "report/report.md" in text and "metrics.json" in text
+    assert "Note: the demo dataset is synthetic" in text
+    polished = next_steps(out, PolishConfig(init="x", dataset="ethz/food101", push_to_hub="me/m", report=False), None)
+    assert f"python -m food101hf.predict --model '{out}' YOUR_PHOTO.jpg" in polished
+    assert "polish.py" not in polished and "hub push" not in polished and "report/" not in polished
+    assert "synthetic" not in polished
