@@ -15,17 +15,17 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
 USAGE_ERROR = 2  # argparse's exit status for a bad command line; ours for every failure a flag caused
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-
+GRACE_S = 5.0  # how long a process other than rank 0 lets rank 0 say a failure both met (see `run`)
 
 class UsageError(ValueError):
     """A command line that cannot work: the message names the flag and says what would."""
-
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The description keeps its lines (example commands stay copy-pasteable); help texts are wrapped."""
@@ -33,13 +33,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str):
         super().__init__(prog, max_help_position=32, width=min(110, max(80, _terminal_width())))
 
-
 def _terminal_width() -> int:
     try:
         return os.get_terminal_size().columns
     except OSError:
         return 100
-
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with our help format, no abbreviated flags, the flags in two groups (`required` listed first, then
@@ -64,7 +62,6 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (`{self.prog} --help` lists the flags)")
 
-
 def parse_early(build: Callable[[], ArgumentParser]) -> None:
     """For a `python -m` module whose imports are heavy: answer --help, and refuse a bad command line in one line
     (exit 2), before those imports run. `main` then parses the same command line again."""
@@ -74,12 +71,10 @@ def parse_early(build: Callable[[], ArgumentParser]) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
 
-
 def _docstring(module: str) -> str:
     """A module's docstring, read without importing the module (and the libraries it imports)."""
     return ast.get_docstring(ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")),
                              clean=False).strip("\n")
-
 
 def report_parser() -> ArgumentParser:
     """`python -m food101hf.report`: see food101hf/report.py."""
@@ -114,7 +109,6 @@ def report_parser() -> ArgumentParser:
                          help=f"as in train.py (default: {defaults.mixed_precision})")
     return parser
 
-
 PREDICT_EPILOG = """output:
   one JSON line per image on stdout, in input order (folders expand to their image files, sorted):
     {"file": "dish.jpg", "predictions": [{"label": "ramen", "score": 0.93}, ...]}   best first, --top-k of them
@@ -124,7 +118,6 @@ exit status:
   0  every image answered
   1  some inputs could not be read (each named on stderr)
   2  a bad flag, or the model cannot be loaded (one line on stderr)"""
-
 
 def predict_parser() -> ArgumentParser:
     """`python -m food101hf.predict` / `food101hf-predict`: see food101hf/predict.py."""
@@ -142,7 +135,6 @@ def predict_parser() -> ArgumentParser:
     options.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     return parser
 
-
 def hub_parser() -> ArgumentParser:
     """`python -m food101hf.hub`: see food101hf/hub.py."""
     parser = ArgumentParser(prog="python -m food101hf.hub", description=_docstring("hub"))
@@ -158,11 +150,9 @@ def hub_parser() -> ArgumentParser:
     push.options.add_argument("--commit-message", help="default: 'Upload FOLDER with food101hf'")
     return parser
 
-
 def rank() -> int:
     """This process's rank under torchrun / accelerate launch (0 without a launcher)."""
     return int(os.environ.get("RANK", "0"))
-
 
 def setup_logging() -> None:
     """Timestamped INFO lines on the main process; other processes only say errors, prefixed with their rank.
@@ -173,7 +163,6 @@ def setup_logging() -> None:
     for chatty in ("accelerate.accelerator", "accelerate.checkpointing", "httpx", "httpcore", "timm"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Failures a flag or a file the user named can cause; each carries a message that says what to do.
     (DatasetError, CheckpointError, ConfigError, ImageError are ValueErrors; HubError is the Hub's.)"""
@@ -181,39 +170,48 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return ValueError, FileNotFoundError, NotADirectoryError, HubError
 
-
 def _process_group_started() -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
-
 
 def _lost_peer(error: BaseException) -> bool:
     """A collective that failed because another process of the run exited (which has said why itself)."""
     import torch
 
     return isinstance(error, torch.distributed.DistError) or (
-        isinstance(error, RuntimeError) and "closed by peer" in str(error))
-
+        isinstance(error, RuntimeError) and ("closed by peer" in str(error) or "reset by peer" in str(error)))
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> NoReturn:
     """Run an entry point's `main` and exit with its status. A failure the user caused ends in one line on stderr
-    and exit status 2, no traceback. Under torchrun, a bad flag fails every process the same way before they
-    connect, and only rank 0 says it; once connected, a process says its own failure (with its rank), and a
-    process whose collective failed because another one exited leaves quietly instead of adding gloo's traceback
-    (the other process has said why). Anything else is a bug and keeps its traceback."""
+    and exit status 2, no traceback; anything else is a bug and keeps its traceback.
+
+    Under torchrun every process runs the same checks on the same flags and files, so rank 0 meets the same
+    failure and says it. Another process says its own only if it is still running GRACE_S later: torchrun stops
+    the others within ~0.1 s of rank 0 exiting (its monitor interval), so the line is printed once, and a
+    failure only that process met is still said. A process whose collective failed because another process
+    exited (gloo: "Connection closed/reset by peer") leaves quietly: that process has said why."""
     try:
         sys.exit(main(argv))
     except Exception as error:  # noqa: BLE001 - re-raised unless it is one of the kinds above
         connected = _process_group_started()
         if connected and _lost_peer(error):
-            sys.stderr.flush()
-            os._exit(USAGE_ERROR)  # no atexit teardown: it would wait on the peer that is gone
+            _leave()
         if not isinstance(error, _user_errors()):
             raise
-        if not rank() or connected:
-            print(f"error: {f'[rank {rank()}] ' if rank() else ''}{error}", file=sys.stderr, flush=True)
+        if rank():
+            time.sleep(GRACE_S)
+        print(f"error: {f'[rank {rank()}] ' if rank() else ''}{error}", file=sys.stderr, flush=True)
+        if connected:
+            _leave()
         sys.exit(USAGE_ERROR)
 
+
+def _leave() -> NoReturn:
+    """Exit at once with USAGE_ERROR, without the interpreter's teardown: tearing down the process group waits
+    for the other processes (seconds, or for ever if one is gone)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(USAGE_ERROR)
 
 def next_steps(out: Path, cfg, example_image: str | None) -> str:
     """What a train.py/polish.py run made and what to run next, for a person at the console: a predict command on

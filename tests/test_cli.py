@@ -125,17 +125,21 @@ def test_required_flags_come_first_and_predict_documents_its_output():
 
 
 @pytest.mark.slow
-def test_under_torchrun_a_data_error_is_one_line_and_the_other_rank_adds_no_traceback(tmp_path, image_folder):
-    (image_folder / "train" / "empty class").mkdir()
+@pytest.mark.parametrize("case", ["while rank 1 waits for rank 0's data", "met by both ranks"])
+def test_under_torchrun_a_data_error_is_one_line_and_the_other_rank_adds_no_traceback(case, tmp_path, image_folder):
+    if case.startswith("while"):
+        (image_folder / "train" / "empty class").mkdir()
+        flags, message = ["--batch-size", "4"], f"class folder {image_folder / 'train' / 'empty class'} has no images"
+    else:
+        flags, message = ["--batch-size", "64"], "24 training images are fewer than one batch of 64: lower --batch-size"
     out = tmp_path / "out"
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--dataset",
-                        str(image_folder), "--no-pretrained", "--epochs", "1", "--batch-size", "4",
-                        "--num-workers", "0", "--output-dir", str(out), timeout=240)
+                        str(image_folder), "--no-pretrained", "--epochs", "1", "--num-workers", "0", *flags,
+                        "--output-dir", str(out), timeout=240)
     assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: class folder {image_folder / 'train' / 'empty class'} has no images"]
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [f"error: {message}"]
     assert "[rank1]" not in result.stderr and "closed by peer" not in result.stderr  # no gloo traceback
-    assert "exitcode  : 2" in result.stderr  # torchrun's own summary: rank 0 exited with the usage status
+    assert "exitcode: 2) local_rank: 0" in result.stderr  # torchrun's own summary: rank 0 exited with status 2
     assert not out.exists()
 
 
