@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from food101hf import report  # the package's module (not this __main__ copy): its errors are the ones run knows
     from food101hf.cli import run
-    from food101hf.report import main  # the package's module, whose error classes the handler knows
 
-    run(main)
+    run(report.main)
