@@ -129,7 +129,7 @@ def test_required_flags_come_first_and_predict_documents_its_output():
 def test_under_torchrun_a_data_error_is_one_line_and_the_other_rank_adds_no_traceback(case, tmp_path, image_folder):
     if case.startswith("while"):
         (image_folder / "train" / "empty class").mkdir()
-        flags, message = ["--batch-size", "4"], f"class folder {image_folder / 'train' / 'empty class'} has no images"
+        flags, message = ["--batch-size", "4"], f"{image_folder / 'train' / 'empty class'}/ has no images"
     else:
         flags, message = ["--batch-size", "64"], "24 training images are fewer than one batch of 64: lower --batch-size"
     out = tmp_path / "out"

@@ -78,4 +78,3 @@ def test_the_noise_a_person_does_not_read_is_gone(image_folder, tmp_path):
                         str(tmp_path / "run"))
     assert result.returncode == 0, result.stderr
     assert "[RANK 0]" not in result.stderr and "Downloading data" not in result.stderr
-    assert "listing local files" in result.stderr  # datasets' bar says what it does for local files
