@@ -24,8 +24,10 @@ USAGE_ERROR = 2  # argparse's exit status for a bad command line; ours for every
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 GRACE_S = 5.0  # how long a process other than rank 0 lets rank 0 say a failure both met (see `run`)
 
+
 class UsageError(ValueError):
     """A command line that cannot work: the message names the flag and says what would."""
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """The description keeps its lines (example commands stay copy-pasteable); help texts are wrapped."""
@@ -33,11 +35,13 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str):
         super().__init__(prog, max_help_position=32, width=min(110, max(80, _terminal_width())))
 
+
 def _terminal_width() -> int:
     try:
         return os.get_terminal_size().columns
     except OSError:
         return 100
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with our help format, no abbreviated flags, the flags in two groups (`required` listed first, then
@@ -62,6 +66,7 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (`{self.prog} --help` lists the flags)")
 
+
 def parse_early(build: Callable[[], ArgumentParser]) -> None:
     """For a `python -m` module whose imports are heavy: answer --help, and refuse a bad command line in one line
     (exit 2), before those imports run. `main` then parses the same command line again."""
@@ -71,10 +76,12 @@ def parse_early(build: Callable[[], ArgumentParser]) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
 
+
 def _docstring(module: str) -> str:
     """A module's docstring, read without importing the module (and the libraries it imports)."""
     return ast.get_docstring(ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")),
                              clean=False).strip("\n")
+
 
 def report_parser() -> ArgumentParser:
     """`python -m food101hf.report`: see food101hf/report.py."""
@@ -119,6 +126,7 @@ exit status:
   1  some inputs could not be read (each named on stderr)
   2  a bad flag, or the model cannot be loaded (one line on stderr)"""
 
+
 def predict_parser() -> ArgumentParser:
     """`python -m food101hf.predict` / `food101hf-predict`: see food101hf/predict.py."""
     parser = ArgumentParser(prog="python -m food101hf.predict", description=_docstring("predict"),
@@ -135,6 +143,7 @@ def predict_parser() -> ArgumentParser:
     options.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     return parser
 
+
 def hub_parser() -> ArgumentParser:
     """`python -m food101hf.hub`: see food101hf/hub.py."""
     parser = ArgumentParser(prog="python -m food101hf.hub", description=_docstring("hub"))
@@ -150,9 +159,11 @@ def hub_parser() -> ArgumentParser:
     push.options.add_argument("--commit-message", help="default: 'Upload FOLDER with food101hf'")
     return parser
 
+
 def rank() -> int:
     """This process's rank under torchrun / accelerate launch (0 without a launcher)."""
     return int(os.environ.get("RANK", "0"))
+
 
 def setup_logging() -> None:
     """Timestamped INFO lines on the main process; other processes only say errors, prefixed with their rank.
@@ -163,6 +174,7 @@ def setup_logging() -> None:
     for chatty in ("accelerate.accelerator", "accelerate.checkpointing", "httpx", "httpcore", "timm"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Failures a flag or a file the user named can cause; each carries a message that says what to do.
     (DatasetError, CheckpointError, ConfigError, ImageError are ValueErrors; HubError is the Hub's.)"""
@@ -170,9 +182,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return ValueError, FileNotFoundError, NotADirectoryError, HubError
 
+
 def _process_group_started() -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized()
+
 
 def _lost_peer(error: BaseException) -> bool:
     """A collective that failed because another process of the run exited (which has said why itself)."""
@@ -180,6 +194,7 @@ def _lost_peer(error: BaseException) -> bool:
 
     return isinstance(error, torch.distributed.DistError) or (
         isinstance(error, RuntimeError) and ("closed by peer" in str(error) or "reset by peer" in str(error)))
+
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> NoReturn:
     """Run an entry point's `main` and exit with its status. A failure the user caused ends in one line on stderr
@@ -212,6 +227,7 @@ def _leave() -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(USAGE_ERROR)
+
 
 def next_steps(out: Path, cfg, example_image: str | None) -> str:
     """What a train.py/polish.py run made and what to run next, for a person at the console: a predict command on
