@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 
 from .config import TrainConfig
 from .preemption import SaveAborted
@@ -31,7 +31,7 @@ from .storage import failed_file, human, storage_failure
 PROGRESS_FILE = "progress.json"
 LATEST = "latest"
 PREFIX = "update-"
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"output_dir", "num_workers", "report_to", "push_to_hub", "hub_private", "hub_revision",
@@ -55,10 +55,34 @@ class Progress:
     history: list = field(default_factory=list)  # per-epoch eval metrics
 
 
-def run_signature(cfg: TrainConfig, label_names: list[str], num_processes: int) -> dict:
-    """Everything that must match for a resumed run to compute what the original would have."""
+def run_signature(cfg: TrainConfig, label_names: list[str], num_processes: int, data: dict) -> dict:
+    """Everything that must match for a resumed run to compute what the original would have: the settings, the
+    process count, the classes and the data (`Splits.identity`: each split's size and datasets' fingerprint;
+    other data would size the schedule for other data and skip other samples mid-epoch)."""
+    return _settings(cfg, num_processes) | {"label_names": list(label_names), "data": data}
+
+
+def _settings(cfg: TrainConfig, num_processes: int) -> dict:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-    return settings | {"label_names": list(label_names), "num_processes": num_processes}
+    return settings | {"num_processes": num_processes}
+
+
+def _refuse_other_run(path: Path, saved: dict, signature: dict) -> None:
+    """Raise CheckpointError naming every key of `signature` the checkpoint's saved signature differs in."""
+    differing = sorted(key for key in signature if signature[key] != saved.get(key))
+    if not differing:
+        return
+    details = []
+    for key in differing:
+        if key == "data" and isinstance(saved.get(key), dict):
+            details += [f"{split} split: checkpoint {old.get('images')} images (fingerprint {old.get('fingerprint')})"
+                        f", now {signature[key][split]['images']} (fingerprint {signature[key][split]['fingerprint']})"
+                        for split, old in saved[key].items() if old != signature[key].get(split)]
+        else:
+            details.append(f"{key}: checkpoint {saved.get(key)!r}, now {signature[key]!r}")
+    what = "other data" if differing == ["data"] else "a different run"
+    raise CheckpointError(f"{path} comes from {what} ({'; '.join(details)}). Resume with the same settings and "
+                          f"data, or use another --output-dir to start afresh")
 
 
 def _fsync(path: Path) -> None:
@@ -122,8 +146,7 @@ def _abandon(error: BaseException, tmp: Path, final: Path, root: Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     (root / f".{LATEST}.tmp").unlink(missing_ok=True)
     if isinstance(error, SaveAborted):
-        logger.warning(f"second stop signal while saving {final.name}: abandoned. {resume_advice(root)}",
-                       main_process_only=False)
+        logger.warning(f"second stop signal while saving {final.name}: abandoned. {resume_advice(root)}")
         return
     if cause is None:
         return
@@ -167,21 +190,25 @@ def find_checkpoint(resume: str, root: Path) -> Path | None:
 def load_checkpoint(accelerator: Accelerator, path: Path, signature: dict) -> Progress:
     """Check the checkpoint belongs to this run, then restore everything save_checkpoint saved."""
     saved = json.loads((path / PROGRESS_FILE).read_text())
-    differing = sorted(key for key in signature.keys() | saved["signature"].keys()
-                       if signature.get(key) != saved["signature"].get(key))
-    if differing:
-        details = "; ".join(f"{key}: checkpoint {saved['signature'].get(key)!r}, now {signature.get(key)!r}"
-                            for key in differing)
-        raise CheckpointError(f"{path} comes from a different run ({details}). Resume with the same settings, "
-                              f"or use another --output-dir to start afresh")
+    _refuse_other_run(path, saved["signature"], signature)
     accelerator.load_state(str(path))
     return Progress(**saved)
 
 
-def start_or_resume(accelerator: Accelerator, cfg: TrainConfig, label_names: list[str], root: Path) -> Progress:
+def check_resume(cfg: TrainConfig, root: Path, num_processes: int) -> None:
+    """Before any data or weights load: refuse a --resume that names no checkpoint, or one saved with other
+    settings (the classes and the data are compared once loaded, by `start_or_resume`)."""
+    path = find_checkpoint(cfg.resume, root) if cfg.resume else None
+    if path is not None:
+        saved = json.loads((path / PROGRESS_FILE).read_text())
+        _refuse_other_run(path, saved["signature"], _settings(cfg, num_processes))
+
+
+def start_or_resume(accelerator: Accelerator, cfg: TrainConfig, label_names: list[str], root: Path,
+                    data: dict) -> Progress:
     """A fresh Progress, or, with cfg.resume, the one restored (with all of Accelerate's state) from the
-    checkpoint it names; `auto` starts fresh when root holds none yet."""
-    progress = Progress(run_signature(cfg, label_names, accelerator.num_processes))
+    checkpoint it names; `auto` starts fresh when root holds none yet. `data` is `Splits.identity()`."""
+    progress = Progress(run_signature(cfg, label_names, accelerator.num_processes, data))
     if accelerator.is_main_process:
         remove_abandoned_saves(root)
     accelerator.wait_for_everyone()

@@ -13,7 +13,6 @@ import evaluate
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -27,15 +26,7 @@ from .metrics import TOPK_ACCURACY
 from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
 
-logger = get_logger(__name__)
-
-
-def setup_logging() -> None:
-    """Timestamped INFO lines for the scripts; Accelerate's line per file of every checkpoint saved or loaded
-    is muted."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    for chatty in ("accelerate.accelerator", "accelerate.checkpointing"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+logger = logging.getLogger(__name__)  # other processes than the main one log errors only (cli.setup_logging)
 
 
 def resolve_mixed_precision(choice: str) -> str:

@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import signal
 import threading
 
 import torch
 import torch.distributed as dist
-from accelerate.logging import get_logger
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 PREEMPTED_EXIT = os.EX_TEMPFAIL  # 75
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)  # every process says where it stopped (cli.setup_logging)
 
 
 class Preempted(SystemExit):
@@ -161,7 +161,7 @@ class StopOnSignal:
         message = (f"stopped by {name} after optimizer update {update}: checkpoint {checkpoint}. Resume with the "
                    f"same command plus `--resume auto` (exit status {PREEMPTED_EXIT}: preempted, resumable)")
         where = f" (process {self.accelerator.process_index})" if self.accelerator.num_processes > 1 else ""
-        logger.warning(message + where, main_process_only=False)
+        logger.warning(message + where)
         # the interpreter's final garbage collection over millions of torch/timm/datasets objects took 6-8 s of the
         # grace period here (2-core CPU); frozen, they are left to the OS, which frees the process anyway
         gc.freeze()

@@ -67,18 +67,18 @@ def _probe(folder: Path, size: int = 0) -> None:
 
 
 def check_output_dir(folder: str | Path, model_name: str) -> int:
-    """Create `folder` if needed and check it can be written and has room for the model export and one checkpoint
-    (see `estimated_sizes`); returns the bytes free. Raises StorageError naming the folder, the space needed and
-    the space free."""
+    """Check `folder` (or, while it does not exist yet, the folder it will be created in: a failed start leaves
+    nothing behind) can be written and has room for the model export and one checkpoint (see `estimated_sizes`);
+    returns the bytes free. Raises StorageError naming the folder, the space needed and the space free."""
     folder = Path(folder)
+    existing = next(p for p in (folder.absolute(), *folder.absolute().parents) if p.exists())
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        _probe(folder, 4096)
+        _probe(existing, 4096)
     except OSError as e:
         raise StorageError(f"cannot write to the output folder {folder}: {e.strerror}. Make it writable or pass "
                            f"another --output-dir") from None
     checkpoint, export = estimated_sizes(model_name)
-    free = shutil.disk_usage(folder).free
+    free = shutil.disk_usage(existing).free
     if free < checkpoint + export:
         raise StorageError(f"not enough space in {folder}: a {model_name} run needs about "
                            f"{human(checkpoint + export)} (export {human(export)} + one checkpoint "

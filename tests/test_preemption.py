@@ -22,7 +22,7 @@ from food101hf.config import TrainConfig
 from food101hf.preemption import PREEMPTED_EXIT, SaveAborted, StopOnSignal
 
 TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5"]
-SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1)
+SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1, {"train": {"images": 8, "fingerprint": "t"}})
 
 
 @pytest.fixture

@@ -13,13 +13,14 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from conftest import CLASSES, export_model_folder, run_script
+from test_hub import hub  # noqa: F401  the test Hub fixture
 from food101hf import storage
 from food101hf.checkpoint import (LATEST, CheckpointError, Progress, complete_checkpoints, find_checkpoint,
                                   load_checkpoint, run_signature, save_checkpoint)
 from food101hf.config import TrainConfig
 from food101hf.storage import StorageError, check_output_dir, estimated_sizes, staged_writes
 
-SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1)
+SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1, {"train": {"images": 8, "fingerprint": "t"}})
 TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5"]
 
 
@@ -151,22 +152,23 @@ def test_staged_writes_keep_the_old_files_and_no_partial_one_on_a_full_disk(smal
     assert (small_disk / "metrics.json").read_text() == "new" and len(list(small_disk.iterdir())) == 1
 
 
-def test_a_push_that_cannot_write_its_card_is_one_line(tmp_path, monkeypatch):
-    from food101hf import hub
+def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatch):
+    from food101hf import hub as hub_module
 
     folder = export_model_folder(tmp_path / "model", CLASSES)
     card = (folder / "README.md").read_text()
+    save = hub_module.ModelCard.save
 
-    def full_disk_probe(folder, size=0):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    def failing_save(self, path):
+    def full_disk_in_folder(self, path):  # the push's own staging (outside the folder) still works
+        if not Path(path).is_relative_to(folder):
+            return save(self, path)
         Path(path).write_text("partial")
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(storage, "_probe", full_disk_probe)
-    monkeypatch.setattr(hub.ModelCard, "save", failing_save)
-    assert hub.main(["push", str(folder), "org/name"]) == 1
+    monkeypatch.setattr(hub_module.ModelCard, "save", full_disk_in_folder)
+    with pytest.raises(hub_module.HubError, match=r"could not write .*README.md: .*The push to org/name succeeded"):
+        hub_module.push_folder(folder, "org/name")
+    assert "org/name" in hub.repos  # pushed
     assert (folder / "README.md").read_text() == card
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 
