@@ -23,7 +23,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from timm.data import resolve_model_data_config
 
-from food101hf.checkpoint import CheckpointError, start_or_resume
+from food101hf.checkpoint import CheckpointError, checkpoint_root, start_or_resume
 from food101hf.config import PolishConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, with_transform
 from food101hf.engine import (create_accelerator, create_scheduler, evaluate_model, fit, setup_logging,
@@ -32,7 +32,7 @@ from food101hf.hub import HubError, push_run, write_outputs
 from food101hf.model import (count_parameters, create_optimizer, freeze, load_trained, reestimate_batchnorm,
                              trained_folder)
 from food101hf.report import report_run
-from food101hf.runtime import keep_freed_memory
+from food101hf.runtime import describe_hardware, keep_freed_memory
 
 logger = get_logger("polish")
 
@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     # evaluate at the new size before the fine-tune, fine-tune, evaluate again (fit does after every epoch)
     before = evaluate_model(accelerator, model, eval_loader, desc=f"eval at {cfg.image_size} px before polish")
     logger.info(f"before polish at {cfg.image_size} px: top-1 {before['top1']:.4f} top-5 {before['top5']:.4f}")
-    checkpoints = out / "checkpoints"
+    checkpoints = checkpoint_root(out)  # beside the output folder: that folder is the model, not training state
     if cfg.epochs > 0:
         scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
                                      cfg.epochs)
@@ -124,7 +124,10 @@ def main(argv=None) -> int:
 
     # export at the new size (config.json's input and test input size), then optionally push
     if accelerator.is_main_process:
-        metrics["eval_split"] = splits.eval_split
+        metrics |= {"eval_split": splits.eval_split, "mixed_precision": accelerator.mixed_precision,
+                    "hardware": describe_hardware(accelerator.device, accelerator.num_processes)}
+        if cfg.epochs > 0:
+            metrics["train_seconds"] = round(progress.train_seconds, 1)
         write_outputs(out, accelerator.unwrap_model(model), label_names, data_config, cfg.image_size, metrics)
         logger.info(f"top-1 {before['top1']:.4f} -> {metrics['top1']:.4f} at {cfg.image_size} px; model saved to "
                     f"{out.resolve()}")

@@ -20,14 +20,14 @@ from accelerate.logging import get_logger
 from accelerate.utils import set_seed
 from timm.data import resolve_model_data_config
 
-from food101hf.checkpoint import CheckpointError, start_or_resume
+from food101hf.checkpoint import CheckpointError, checkpoint_root, start_or_resume
 from food101hf.config import TrainConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, load_splits
 from food101hf.engine import create_accelerator, create_scheduler, fit, setup_logging, updates_per_epoch
 from food101hf.hub import HubError, push_run, write_outputs
 from food101hf.model import count_parameters, create_model, create_optimizer, freeze
 from food101hf.report import report_run
-from food101hf.runtime import keep_freed_memory
+from food101hf.runtime import describe_hardware, keep_freed_memory
 
 logger = get_logger("train")
 
@@ -72,7 +72,7 @@ def main(argv=None) -> int:
                                  cfg.epochs)
     # resume: everything Accelerate saves (model, optimizer, RNGs) plus the registered scheduler and our progress
     accelerator.register_for_checkpointing(scheduler)
-    checkpoints = out / "checkpoints"
+    checkpoints = checkpoint_root(out)  # beside the output folder: that folder is the model, not training state
     progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints)
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
@@ -89,7 +89,9 @@ def main(argv=None) -> int:
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push
     if accelerator.is_main_process:
-        metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped)}
+        metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped),
+                    "train_seconds": round(progress.train_seconds, 1), "mixed_precision": accelerator.mixed_precision,
+                    "hardware": describe_hardware(accelerator.device, accelerator.num_processes)}
         write_outputs(out, accelerator.unwrap_model(model), splits.label_names, data_config, cfg.image_size,
                       metrics)
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
