@@ -235,6 +235,16 @@ def _confusions(folder: Path, split: str, n: int = 3) -> str:
     return f"\nIts most frequent mistakes on the {split} split: {pairs}.\n"
 
 
+def _shown(recipe: dict) -> dict:
+    """The recipe as the card shows it: a local dataset (and init folder) by name, not the training machine's path."""
+    shown = dict(recipe)
+    if dataset_kind(recipe["dataset"]) == "local":
+        shown["dataset"] = dataset_name(recipe["dataset"])
+    if "init" in recipe and not is_repo_id(recipe["init"]):
+        shown["init"] = Path(recipe["init"]).name
+    return shown
+
+
 def build_card(folder: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:
     """The model card for an output folder, for `repo_id` (the snippets then load from the Hub) or the folder
     itself. The metadata (library, licence, base_model only when there is one, datasets only for a Hub dataset,
@@ -261,7 +271,7 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
                        dataset_name="food101hf demo (synthetic drawings)" if kind == "demo" else name,
                        dataset_split=split, dataset_args={"image_size": size},
                        metric_type="accuracy", metric_name=metric_name, metric_value=round(metrics[key], 4),
-                       metric_config=f"{size}px")
+                       metric_config=f"{size}px", verified=False)
             for key, metric_name in (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy"))
         ],
     )
@@ -278,5 +288,5 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
         if (folder / "report" / "card.md").is_file() else "",
         k=min(5, config["num_classes"]), timm_id=f"hf-hub:{ref}" if ref else f"local-dir:{folder}",
         model_ref=ref or str(folder), repo_or_folder=repo_id or str(folder),
-        revision_arg=f', revision="{revision}"' if repo_id and revision else "", recipe_yaml=yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True),
+        revision_arg=f', revision="{revision}"' if repo_id and revision else "", recipe_yaml=yaml.safe_dump(_shown(recipe), sort_keys=False, allow_unicode=True),
     )

@@ -3,14 +3,19 @@
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 import yaml
 from huggingface_hub import ModelCard, constants, hf_api, upload_file
+from PIL import Image
+from transformers.utils import hub as transformers_hub
 
 from conftest import CLASSES, export_model_folder, run_script
+from loaders import food101hf_scores, timm_scores, top1, transformers_auto_scores, transformers_pipeline_scores
 from food101hf.hub import HubError, main, push_folder
 from food101hf.model import load_trained
 from food101hf.predict import Predictor
@@ -28,6 +33,7 @@ def point_client_at(monkeypatch, url: str) -> None:
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(hf_api.api, "endpoint", url)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers keeps an HfApi made at its first use
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # plain LFS uploads and HTTP downloads
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -64,6 +70,49 @@ def test_push_uploads_safetensors_config_card_and_recipe_only(hub, model_dir):
                if method == "POST" and path != "/api/validate-yaml")
     config = json.loads(files["config.json"])
     assert config["label_names"] == sorted(CLASSES) and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+
+
+def photos_of_every_size(folder: Path) -> list[str]:
+    """Smaller, larger, wider and taller than the served size, so resize and crop both matter."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (w, h) in enumerate([(50, 40), (120, 90), (37, 80), (300, 64)]):
+        paths.append(str(folder / f"photo{i}.jpg"))
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1], quality=95)
+    return paths
+
+
+def assert_same_scores(got: list[dict], want: list[dict], atol: float) -> None:
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        assert max(abs(g[k] - w[k]) for k in w) <= atol, (g, w)
+
+
+@pytest.mark.parametrize("image_size", [32, 48])
+def test_timm_food101hf_and_transformers_load_the_export_locally_and_from_the_hub(hub, tmp_path, image_size):
+    from transformers import AutoConfig, AutoImageProcessor
+
+    folder = export_model_folder(tmp_path / "run", sorted(CLASSES), image_size=image_size)
+    config = json.loads((folder / "config.json").read_text())
+    assert "num_classes" not in config["model_args"] and config["num_classes"] == 3
+    assert not {"tag", "paper_ids", "origin_url"} & set(config["pretrained_cfg"])  # not the ImageNet checkpoint
+    push_folder(folder, "food/loaders")
+    photos = photos_of_every_size(tmp_path / "photos")
+    expected = food101hf_scores(folder, photos, precision="fp32")
+    for ref in (str(folder), "food/loaders"):
+        assert AutoConfig.from_pretrained(ref).id2label == dict(enumerate(sorted(CLASSES)))
+        # the wrapper's image processor reads our pretrained_cfg: same size, crop, interpolation, mean and std
+        processor_config = AutoImageProcessor.from_pretrained(ref).data_config
+        served = Predictor(ref).data_config
+        assert {k: tuple(processor_config[k]) if k in ("mean", "std") else processor_config[k] for k in served} \
+            == {k: tuple(v) if k in ("mean", "std") else v for k, v in served.items()}
+        assert processor_config["input_size"] == (3, image_size, image_size)
+        assert_same_scores(food101hf_scores(ref, photos, precision="fp32"), expected, atol=0)
+        assert_same_scores(timm_scores(f"local-dir:{ref}" if ref == str(folder) else f"hf-hub:{ref}", photos),
+                           expected, atol=2e-3)
+        assert_same_scores(transformers_auto_scores(ref, photos), expected, atol=2e-3)
+        assert_same_scores(transformers_pipeline_scores(ref, photos), expected, atol=2e-3)
 
 
 def test_card_is_regenerated_on_every_push_with_hub_metadata(hub, model_dir):
