@@ -100,7 +100,8 @@ def build_demo(model: str | Path, examples: list[str] | None = None, predictor: 
                 message = gr.Markdown(elem_id="message")
         # preprocess=False: the upload reaches `classify` undecoded, so an unreadable file gets our message
         # (ImageError says what is wrong) instead of Gradio's generic "Error"
-        image.change(functools.partial(classify, predictor), image, [label, message], preprocess=False)
+        image.change(functools.partial(classify, predictor), image, [label, message], preprocess=False,
+                     api_name="classify")
         if examples:
             gr.Examples(examples, image, label="Examples from the model's validation split")
     return demo

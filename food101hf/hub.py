@@ -1,6 +1,7 @@
 """Export to timm's Hub format, the model card, and pushing an output folder to the Hub.
 
     python -m food101hf.hub push OUTPUT_DIR ORG/NAME [--private] [--revision BRANCH] [--commit-message MSG]
+    python -m food101hf.hub space MODEL ORG/SPACE [--private]     # a Gradio Space serving a pushed model (space.py)
 
 The token comes from the environment (HF_TOKEN) or `hf auth login`, never from a file of ours.
 """
@@ -150,10 +151,19 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--private", action="store_true", help="create the repo as private")
     push.add_argument("--revision", help="branch to push to (created if missing)")
     push.add_argument("--commit-message")
+    space = commands.add_parser("space", help="create or update a Gradio Space that serves a pushed model")
+    space.add_argument("model", help="model repo (org/name[@revision]) or an output folder pushed with `push`")
+    space.add_argument("space_id", help="the Space to create or update (org/name)")
+    space.add_argument("--private", action="store_true", help="create the Space as private")
     args = parser.parse_args(argv)
     try:
-        url = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                          commit_message=args.commit_message)
+        if args.command == "space":
+            from .space import create_space
+
+            url = create_space(args.model, args.space_id, private=args.private)
+        else:
+            url = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                              commit_message=args.commit_message)
     except HubError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
