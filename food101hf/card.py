@@ -16,6 +16,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 PROJECT_LICENSE = "apache-2.0"
+PRECISION = {"no": "fp32 (no mixed precision)", "bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}
 DEMO_DESCRIPTION = ("food101hf's generated demo dataset: synthetic drawings of 10 Food-101 dishes (a plate on a table "
                     "with the dish painted as coloured shapes and textures), not photographs")
 
@@ -25,8 +26,8 @@ CARD_TEMPLATE = """---
 
 # {{ title }}
 
-A timm `{{ architecture }}` image classifier for {{ num_classes }} classes of {{ dataset_text }}, {{ start_text }},
-trained with food101hf. It takes {{ image_size }} px RGB images (resize + center crop, `crop_pct` {{ crop_pct }}).
+A timm `{{ architecture }}` image classifier for {{ num_classes }} classes of {{ dataset_short }}, {{ start_text }} with
+food101hf. It takes {{ image_size }} px RGB images (resize + center crop, `crop_pct` {{ crop_pct }}).
 {% if demo %}
 **This is a demo model.** It was trained on synthetic drawings only and will not recognise real food photos: any
 photo gets one of its {{ num_classes }} labels, with no meaning.
@@ -171,13 +172,20 @@ def _dataset_text(dataset) -> str:
     return f"a local image folder, `{dataset_name(dataset)}` (not published)"
 
 
+def _dataset_short(dataset) -> str:
+    kind = dataset_kind(dataset)
+    return {"demo": "food101hf's synthetic demo drawings", "hub": f"[{dataset}](https://huggingface.co/datasets/"
+            f"{dataset})", "local": f"a local image folder, `{dataset_name(dataset)}`"}[kind]
+
+
 def _run_text(metrics: dict) -> str:
     """What ran, from metrics.json: epochs, updates, time, precision, hardware (older folders lack some)."""
     parts = [f"{metrics['epoch']} epochs" if "epoch" in metrics else None,
              f"{metrics['optimizer_updates']} optimizer updates" if "optimizer_updates" in metrics else None,
              f"{metrics['train_seconds'] / 60:.1f} min of training" if "train_seconds" in metrics else None,
              f"{metrics['train_images_per_second']} img/s" if "train_images_per_second" in metrics else None,
-             f"mixed precision `{metrics['mixed_precision']}`" if "mixed_precision" in metrics else None,
+             PRECISION.get(metrics.get("mixed_precision"), f"precision {metrics.get('mixed_precision')}")
+             if "mixed_precision" in metrics else None,
              f"on {metrics['hardware']}" if "hardware" in metrics else None]
     return ", ".join(p for p in parts if p) + "." if any(parts) else "not recorded."
 
@@ -279,7 +287,7 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
     return ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE,
         title=repo_id or folder.name, architecture=config["architecture"], num_classes=config["num_classes"],
-        dataset_text=_dataset_text(dataset), start_text=_start_text(recipe, base), demo=kind == "demo",
+        dataset_text=_dataset_text(dataset), dataset_short=_dataset_short(dataset), start_text=_start_text(recipe, base), demo=kind == "demo",
         image_size=size, crop_pct=config["pretrained_cfg"].get("crop_pct"), eval_split=split,
         num_eval_samples=metrics["num_eval_samples"], top1=metrics["top1"], top5=metrics["top5"],
         eval_loss=metrics["eval_loss"], extra_results=metrics.get("card_extra", ""), run_text=_run_text(metrics),

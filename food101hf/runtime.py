@@ -70,4 +70,5 @@ def describe_hardware(device, num_processes: int = 1) -> str:
         model = platform.processor() or platform.machine()
     import torch
 
-    return f"{num_processes} x {device.type.upper()} process ({model}, {torch.get_num_threads()} threads each)"
+    threads = torch.get_num_threads()
+    return f"{num_processes} x {device.type.upper()} process ({model}, {threads} thread{'s' * (threads != 1)} each)"

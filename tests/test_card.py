@@ -41,7 +41,7 @@ def test_a_demo_model_trained_from_scratch_says_so(tmp_path):
     assert "trained from scratch (random initialisation, no pretrained weights)" in card.text
     assert "synthetic drawings" in card.text and "will not recognise real food photos" in card.text
     assert "fine-tuned" not in card.text and "github.com" not in card.text  # no placeholder project URL
-    assert ("15 epochs, 375 optimizer updates, 1.4 min of training, 92.1 img/s, mixed precision `bf16`, on 1 x CPU "
+    assert ("15 epochs, 375 optimizer updates, 1.4 min of training, 92.1 img/s, bf16 mixed precision, on 1 x CPU "
             "process (AMD EPYC 9454P, 2 threads each)") in card.text
     assert "| validation | 9 | 32 px, center crop | 50.00% | 100.00% |" in card.text
     config = json.loads((folder / "config.json").read_text())
