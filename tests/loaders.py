@@ -41,7 +41,9 @@ def transformers_pipeline_scores(ref: str, paths: list[str], **kwargs) -> list[d
     from transformers import pipeline
 
     classifier = pipeline("image-classification", model=ref, **kwargs)
-    return [{r["label"]: r["score"] for r in result} for result in classifier(paths, top_k=None)]
+    # every class: top_k=None falls back to the pipeline's default of 5 (transformers 5.24), whatever its docs say
+    results = classifier(paths, top_k=classifier.model.config.num_labels)
+    return [{r["label"]: r["score"] for r in result} for result in results]
 
 
 def top1(scores: list[dict[str, float]]) -> list[str]:

@@ -190,6 +190,19 @@ def test_pulled_model_predicts_like_the_local_one_and_then_works_offline(hub, mo
 
 # --- the real scripts: train -> push -> pull -> polish from the Hub -> push -> pull -------------------------------
 
+def assert_every_loader_agrees(folder: Path, repo: str, photos: list[str]) -> None:
+    """timm, food101hf and transformers (auto + pipeline), from the folder and from the Hub: same top-1 labels, and
+    probabilities within 2e-3 of food101hf's fp32 ones (Pillow's resize vs torchvision's on uint8 tensors)."""
+    expected = food101hf_scores(folder, photos, precision="fp32")
+    for scores in (timm_scores(f"local-dir:{folder}", photos), timm_scores(f"hf-hub:{repo}", photos),
+                   food101hf_scores(repo, photos, precision="fp32"),
+                   transformers_auto_scores(str(folder), photos), transformers_auto_scores(repo, photos),
+                   transformers_pipeline_scores(str(folder), photos), transformers_pipeline_scores(repo, photos)):
+        assert_same_scores(scores, expected, atol=2e-3)
+        clear = [i for i, e in enumerate(expected) if abs(sorted(e.values())[-1] - sorted(e.values())[-2]) > 4e-3]
+        assert [top1(scores)[i] for i in clear] == [top1(expected)[i] for i in clear]  # and so the same top-1
+
+
 TINY = ["--no-pretrained", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
         "--warmup-epochs", "0.5", "--freeze", "none"]
 
@@ -208,6 +221,7 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     local = Predictor(out)(photos)
     assert Predictor("food/tiny")(photos) == local
     assert timm.create_model("hf-hub:food/tiny", pretrained=True).pretrained_cfg["label_names"] == sorted(CLASSES)
+    assert_every_loader_agrees(out, "food/tiny", photos)
 
     # polish the pulled model at 48 px; the dataset defaults to the one it was trained on
     polished = tmp_path / "polished"
@@ -219,6 +233,7 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     served = Predictor("food/tiny-48")
     assert served.data_config["input_size"] == (3, 48, 48)
     assert served(photos) == Predictor(polished)(photos)
+    assert_every_loader_agrees(polished, "food/tiny-48", photos)
     card = hub.files("food/tiny-48")["README.md"].decode()
     assert "Polished from `food/tiny` at 48 px" in card and "base_model: food/tiny" in card
     assert yaml.safe_load(hub.files("food/tiny-48")["train_config.yaml"])["dataset"] == str(image_folder)
