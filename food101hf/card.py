@@ -70,7 +70,7 @@ scores, indices = probs.topk({{ k }})
 print([(labels[i], round(s, 4)) for s, i in zip(scores.tolist(), indices.tolist())])
 ```
 
-With food101hf (`pip install food101hf`; same preprocessing, batched, any image mode):
+With food101hf installed (same preprocessing; batches, any image mode, Hub or folder):
 
 ```python
 from food101hf import predict
@@ -178,9 +178,13 @@ def _dataset_short(dataset) -> str:
             f"{dataset})", "local": f"a local image folder, `{dataset_name(dataset)}`"}[kind]
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _run_text(metrics: dict) -> str:
     """What ran, from metrics.json: epochs, updates, time, precision, hardware (older folders lack some)."""
-    parts = [f"{metrics['epoch']} epochs" if "epoch" in metrics else None,
+    parts = [_count(metrics["epoch"], "epoch") if "epoch" in metrics else None,
              f"{metrics['optimizer_updates']} optimizer updates" if "optimizer_updates" in metrics else None,
              f"{metrics['train_seconds'] / 60:.1f} min of training" if "train_seconds" in metrics else None,
              f"{metrics['train_images_per_second']} img/s" if "train_images_per_second" in metrics else None,
@@ -204,7 +208,7 @@ def _polish_summary(recipe: dict, base: dict | None, metrics: dict) -> str:
           f"images (eval preprocessing)" if recipe.get("bn_reestimate") else "BatchNorm statistics kept")
     text = f"Polished from `{dataset_name(recipe['init'])}` at {recipe['image_size']} px: {bn}"
     if recipe["epochs"]:
-        text += (f", then {recipe['epochs']} epochs of fine-tuning, frozen `{recipe.get('freeze') or 'none'}`, "
+        text += (f", then {_count(recipe['epochs'], 'epoch')} of fine-tuning, frozen `{recipe.get('freeze') or 'none'}`, "
                  f"{recipe['opt']} (lr {recipe['lr']} on a cosine to {recipe['min_lr']}, weight decay "
                  f"{recipe['weight_decay']}), Mixup {recipe['mixup']} / CutMix {recipe['cutmix']}, label smoothing "
                  f"{recipe['smoothing']}")
