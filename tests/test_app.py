@@ -85,6 +85,18 @@ def test_build_demo_wires_image_to_label_and_message(served, predictor):
     assert set(image.sources) == {"upload", "clipboard", "webcam"}
 
 
+def test_share_server_name_and_port_pass_through_to_launch(served, monkeypatch):
+    import gradio
+
+    launched = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+    assert main(["--model", str(served), "--share", "--server-name", "0.0.0.0", "--server-port", "7861"]) == 0
+    assert launched | {"max_file_size": None} == {"share": True, "server_name": "0.0.0.0", "server_port": 7861,
+                                                  "max_file_size": None}
+    assert main(["--model", str(served)]) == 0  # Gradio's defaults (and GRADIO_SERVER_* on a Space) then apply
+    assert (launched["share"], launched["server_name"], launched["server_port"]) == (False, None, None)
+
+
 def test_an_unloadable_model_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing")]) == 2
     assert "error: " in capsys.readouterr().err
