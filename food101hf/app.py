@@ -19,9 +19,9 @@ from pathlib import Path
 
 import gradio as gr
 import yaml
-from PIL import Image
 
 from .card import dataset_kind, dataset_name
+from .folders import image_files, is_hidden
 from .model import trained_folder
 from .predict import ImageError, Predictor
 
@@ -65,9 +65,8 @@ def example_images(folder: Path, limit: int = EXAMPLES_PER_PAGE) -> list[str]:
     split = next((root / s for s in ("validation", "test", "train") if (root / s).is_dir()), None)
     if split is None:
         return []
-    extensions = set(Image.registered_extensions())
-    classes = sorted(p for p in split.iterdir() if p.is_dir())[:limit]
-    found = (next((f for f in sorted(c.iterdir()) if f.suffix.lower() in extensions), None) for c in classes)
+    classes = sorted(p for p in split.iterdir() if p.is_dir() and not is_hidden(p.name))[:limit]
+    found = (next(iter(image_files(c)), None) for c in classes)  # training's rules: no hidden files, HEIC too
     return [str(f) for f in found if f is not None]
 
 
