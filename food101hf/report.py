@@ -31,7 +31,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, nothing needs a display
 from matplotlib.ticker import PercentFormatter
 
-from .checkpoint import resume_advice
+from .checkpoint import checkpoint_root, resume_advice
 from .data import DatasetError, to_rgb
 from .engine import gathered_logits, ranked_predictions, score_logits
 from .storage import staged_writes
@@ -320,7 +320,7 @@ def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out
     """train.py's and polish.py's report of the final model into OUT/report/ (on every process, before
     end_training); with --no-report, an earlier run's report/ is removed instead: it describes other weights."""
     if cfg.report:
-        with staged_writes(out / "report", resume_advice(out / "checkpoints"), files="the report") as stage:
+        with staged_writes(out / "report", resume_advice(checkpoint_root(out)), files="the report") as stage:
             write_report(accelerator, model, eval_loader, label_names, stage, cfg.image_size,
                          eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
                          title=f"Error analysis of {out.name}")
