@@ -26,13 +26,13 @@ from timm.data import resolve_model_data_config
 from food101hf.checkpoint import CheckpointError, start_or_resume
 from food101hf.config import PolishConfig, parse_config, save_config
 from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, with_transform
-from food101hf.engine import (create_accelerator, create_scheduler, evaluate_model, fit, setup_logging,
-                              updates_per_epoch)
+from food101hf.engine import (create_accelerator, create_scheduler, evaluate_logits, fit, score_logits,
+                              setup_logging, updates_per_epoch)
 from food101hf.hub import HubError, push_run, write_outputs
 from food101hf.model import (count_parameters, create_optimizer, freeze, load_trained, reestimate_batchnorm,
                              trained_folder)
 from food101hf.report import report_run
-from food101hf.runtime import keep_freed_memory
+from food101hf.runtime import keep_freed_memory, set_num_threads
 
 logger = get_logger("polish")
 
@@ -43,6 +43,7 @@ def main(argv=None) -> int:
         raise ValueError("--init is required: a folder written by train.py or a Hub repo id (org/name)")
     setup_logging()
     keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
+    threads = set_num_threads()  # all usable cores, whichever launcher started us, unless the user chose
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
 
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     base_size = model.pretrained_cfg["input_size"][-1]
     logger.info(f"polishing {cfg.init} ({model.pretrained_cfg['architecture']}, {base_size} px) at "
                 f"{cfg.image_size} px on {accelerator.num_processes} process(es), mixed precision "
-                f"{accelerator.mixed_precision}")
+                f"{accelerator.mixed_precision}, {threads.count} torch thread(s) per process ({threads.reason})")
 
     # data: the init's classes, in the same order, or the head would mean something else
     with accelerator.main_process_first():
@@ -106,7 +107,9 @@ def main(argv=None) -> int:
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
     # evaluate at the new size before the fine-tune, fine-tune, evaluate again (fit does after every epoch)
-    before = evaluate_model(accelerator, model, eval_loader, desc=f"eval at {cfg.image_size} px before polish")
+    last_evaluation = evaluate_logits(accelerator, model, eval_loader,
+                                      desc=f"eval at {cfg.image_size} px before polish")
+    before = score_logits([last_evaluation])
     logger.info(f"before polish at {cfg.image_size} px: top-1 {before['top1']:.4f} top-5 {before['top5']:.4f}")
     checkpoints = out / "checkpoints"
     if cfg.epochs > 0:
@@ -114,12 +117,12 @@ def main(argv=None) -> int:
                                      cfg.epochs)
         accelerator.register_for_checkpointing(scheduler)
         progress = start_or_resume(accelerator, cfg, label_names, checkpoints)
-        metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, len(label_names),
-                      progress, checkpoints)
+        metrics, last_evaluation = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg,
+                                       len(label_names), progress, checkpoints)
     else:
         metrics = before | {"epoch": 0}
     metrics["before_polish"] = {key: before[key] for key in ("top1", "top5", "eval_loss")}
-    report_run(accelerator, cfg, model, eval_loader, label_names, out, splits.eval_split)
+    report_run(accelerator, cfg, model, eval_loader, label_names, out, splits.eval_split, last_evaluation)
     accelerator.end_training()
 
     # export at the new size (config.json's input and test input size), then optionally push

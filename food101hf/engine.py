@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import evaluate
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -153,6 +152,8 @@ def ranked_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
 def score_logits(batches) -> dict:
     """Top-1 and top-5 through the shipped `evaluate` module, and mean cross-entropy, over (logits, labels)
     batches."""
+    import evaluate  # ~1 s of imports, only once there is something to score
+
     metric = evaluate.load(TOPK_ACCURACY, keep_in_memory=True)
     loss_sum, count = 0.0, 0
     for logits, labels in batches:
@@ -162,16 +163,26 @@ def score_logits(batches) -> dict:
     return {**metric.compute(k=[1, 5]), "eval_loss": loss_sum / count, "num_eval_samples": count}
 
 
+def evaluate_logits(accelerator: Accelerator, model, loader, desc: str = "eval",
+                    tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits N x C, labels N) of every eval image exactly once, on the CPU and in the dataset's order, on every
+    process: what both the metrics and the report are computed from (101 classes x 25,250 images is 10 MB)."""
+    batches = list(gathered_logits(accelerator, model, loader, desc, tta))
+    return torch.cat([b[0] for b in batches]).cpu(), torch.cat([b[1] for b in batches]).cpu()
+
+
 def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval", tta: bool = False) -> dict:
     """Top-1, top-5 and mean cross-entropy over every eval image exactly once."""
-    return score_logits(gathered_logits(accelerator, model, loader, desc, tta))
+    return score_logits([evaluate_logits(accelerator, model, loader, desc, tta)])
 
 
 def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg: TrainConfig,
-        num_classes: int, progress: Progress, checkpoints: Path) -> dict:
+        num_classes: int, progress: Progress,
+        checkpoints: Path) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Train from `progress` (fresh or restored) to cfg.epochs with Mixup/CutMix, evaluating and checkpointing
     after every epoch. Returns the last evaluation's metrics, the epoch count, the optimizer update count and the
-    training throughput (images/s over all processes)."""
+    training throughput (images/s over all processes); and that evaluation's (logits, labels), which the report
+    of the final model reuses instead of evaluating it again."""
     mixup = create_mixup(cfg, num_classes)
     criterion = train_criterion(mixup, cfg.smoothing)
 
@@ -179,7 +190,7 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
         path = save_checkpoint(accelerator, checkpoints, progress, cfg.keep_checkpoints)
         logger.info(f"checkpoint {path}")
 
-    metrics = {}
+    metrics, evaluation = {}, None
     while progress.epoch < cfg.epochs:
         # the seedable sampler's order and the augmentations depend only on (seed, epoch): a resumed epoch
         # re-creates them and skips the batches already trained on
@@ -192,7 +203,8 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
                                             cfg, progress, checkpoint)
         progress.train_seconds += time.perf_counter() - start
         progress.train_images += len(loader) * cfg.batch_size * accelerator.num_processes
-        metrics = evaluate_model(accelerator, model, eval_loader)
+        evaluation = evaluate_logits(accelerator, model, eval_loader)
+        metrics = score_logits([evaluation])
         logger.info(f"epoch {progress.epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
                     f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
         accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": progress.epoch + 1},
@@ -200,8 +212,9 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
         progress.history.append(metrics | {"epoch": progress.epoch + 1})
         progress.epoch, progress.batches_done = progress.epoch + 1, 0
         checkpoint()
-    if not metrics:  # resumed from the last epoch's checkpoint: the run had only the export left to do
-        metrics = evaluate_model(accelerator, model, eval_loader)
+    if evaluation is None:  # resumed from the last epoch's checkpoint: the run had only the export left to do
+        evaluation = evaluate_logits(accelerator, model, eval_loader)
+        metrics = score_logits([evaluation])
     return metrics | {"epoch": cfg.epochs, "optimizer_updates": progress.num_updates, "history": progress.history,
                       "train_images_per_second": round(progress.train_images / max(progress.train_seconds, 1e-9),
-                                                       2)}
+                                                       2)}, evaluation

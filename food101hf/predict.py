@@ -235,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS")
     args = parser.parse_args(argv)
     from .hub import HubError
+    from .runtime import set_num_threads
+
+    threads = set_num_threads()
+    print(f"{threads.count} torch thread(s) ({threads.reason})", file=sys.stderr)
 
     try:
         predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
