@@ -27,6 +27,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.functional import pil_to_tensor
 
 from .config import TrainConfig
+from .decode import decode, open_rgb
 
 logger = logging.getLogger(__name__)
 
@@ -98,14 +99,21 @@ def on_uint8_tensors(transform: transforms.Compose) -> v2.Compose | None:
 
 
 class ImageTransform:
-    """A timm transform for RGB PIL images that runs as its v2 twin on the image's uint8 tensor when it has one
-    (`on_uint8_tensors`), else as timm built it."""
+    """A timm transform for RGB images that runs as its v2 twin on the image's uint8 tensor when it has one
+    (`on_uint8_tensors`), else as timm built it on a PIL image."""
 
     def __init__(self, transform: transforms.Compose):
         self.timm, self.tensor = transform, on_uint8_tensors(transform)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        return self.tensor(pil_to_tensor(image)) if self.tensor else self.timm(image)
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        if self.tensor:
+            return self.tensor(image if isinstance(image, torch.Tensor) else pil_to_tensor(image))
+        return self.timm(image if isinstance(image, Image.Image) else v2.functional.to_pil_image(image))
+
+    def from_encoded(self, value) -> torch.Tensor:
+        """Decode (`food101hf.decode`: TorchCodec for JPEGs) and transform; Pillow when only timm's PIL
+        transform applies."""
+        return self.tensor(decode(value)) if self.tensor else self.timm(open_rgb(value))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.tensor or self.timm})"
@@ -136,14 +144,17 @@ def model_input(pixels: torch.Tensor, mean, std) -> torch.Tensor:
     return x.float().sub_(mean).div_(std)
 
 
-def _apply(transform, image_column: str, label_column: str, batch: dict) -> dict:
-    return {"pixel_values": [transform(to_rgb(image)) for image in batch[image_column]],
+def _apply(transform: ImageTransform, image_column: str, label_column: str, batch: dict) -> dict:
+    return {"pixel_values": [transform.from_encoded(image) for image in batch[image_column]],
             "label": batch[label_column]}
 
 
-def with_transform(dataset: Dataset, transform, image_column: str = "image", label_column: str = "label"):
-    """Decode + augment on access. A module-level function, so loader workers can pickle it on any platform."""
-    return dataset.with_transform(partial(_apply, transform, image_column, label_column))
+def with_transform(dataset: Dataset, transform: ImageTransform, image_column: str = "image",
+                   label_column: str = "label"):
+    """Decode + augment on access. The image column is read undecoded (`Image(decode=False)`) so that we pick the
+    decoder (`food101hf.decode`). A module-level function, so loader workers can pickle it on any platform."""
+    raw = dataset.cast_column(image_column, ImageFeature(decode=False))
+    return raw.with_transform(partial(_apply, transform, image_column, label_column))
 
 
 @contextlib.contextmanager

@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
+from torchvision.transforms.functional import pil_to_tensor
 
 from .data import ImageTransform, model_input, to_rgb
+from .decode import decode
 from .model import load_trained
 from .runtime import cpu_has_native_bf16, keep_freed_memory
 
@@ -79,6 +81,18 @@ def load_image(image, min_size: int | None = None) -> Image.Image:
         return to_rgb(opened)
     except TypeError:
         raise
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per format
+        raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None
+
+
+def load_pixels(image, min_size: int | None = None) -> torch.Tensor:
+    """Any accepted input as a 3 x H x W uint8 RGB tensor. A file or bytes is decoded by `food101hf.decode`
+    (TorchCodec for a JPEG, unless Pillow's draft can decode it at a reduced size >= min_size, as in
+    `load_image`); the rest as in `load_image`. Raises ImageError naming the input."""
+    if not isinstance(image, (str, Path, bytes, bytearray)):
+        return pil_to_tensor(load_image(image, min_size))
+    try:
+        return decode(image, min_size)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per format
         raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None
 
@@ -128,7 +142,7 @@ class Predictor:
 
     def preprocess(self, image) -> torch.Tensor:
         """One input as a 3xHxW uint8 tensor at the model's size (raises ImageError)."""
-        return self.transform(load_image(image, self.min_decode_size))
+        return self.transform(load_pixels(image, self.min_decode_size))
 
     @torch.inference_mode()
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -232,13 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say on stderr how many torch threads run")
     parser.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS")
     args = parser.parse_args(argv)
     from .hub import HubError
     from .runtime import set_num_threads
 
     threads = set_num_threads()
-    print(f"{threads.count} torch thread(s) ({threads.reason})", file=sys.stderr)
+    if args.verbose:
+        print(f"{threads.count} torch thread(s) ({threads.reason})", file=sys.stderr)
 
     try:
         predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,

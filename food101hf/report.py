@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import DatasetError, to_rgb
+from .data import DatasetError
+from .decode import open_rgb
 from .engine import evaluate_logits, ranked_predictions, score_logits
 
 PER_CLASS_FIELDS = ["label", "accuracy", "support", "precision", "recall", "f1"]
@@ -249,7 +250,7 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     confidence = logits.softmax(-1).max(-1).values.numpy()
     wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
-    images = [to_rgb(raw[int(i)][image_column]) for i in shown]
+    images = [open_rgb(raw[int(i)][image_column]) for i in shown]
     for image in images:
         image.thumbnail((400, 400))  # in place; a tile is 250 px wide
     captions = [_caption(label_names[labels[i]], label_names[predictions[i]], confidence[i]) for i in shown]
