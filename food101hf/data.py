@@ -28,6 +28,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from .config import TrainConfig
 from .decode import decode, open_rgb
+from .device_data import EncodedSamples, collate_encoded
 
 logger = logging.getLogger(__name__)
 
@@ -310,14 +311,28 @@ def load_splits(cfg: TrainConfig) -> Splits:
 
 def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_size: int, seed: int):
     """Train loader (shuffled, drop_last: Mixup needs even batches) and eval loader (every image, in order), both
-    of uint8 images: `model_input` normalises each batch."""
+    of uint8 images: `model_input` normalises each batch. With cfg.decode_on_device, loaders of encoded images,
+    crop boxes and flips instead, which `device_data.device_batches` turns into model input on the device."""
     columns = (cfg.image_column, cfg.label_column)
     train_transform = build_transform(data_config, image_size, True, cfg, normalize=False)
-    train = SeededAugmentation(with_transform(splits.train, train_transform, *columns), seed)
-    evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
-                                *columns)
+    collate = None
+    if cfg.decode_on_device:
+        if cfg.color_jitter or cfg.auto_augment:
+            raise ValueError("--decode-on-device crops, resizes and flips only: drop --color-jitter and "
+                             "--auto-augment, or the flag")
+        steps = train_transform.timm.transforms
+        crop = next(step for step in steps if isinstance(step, RandomResizedCropAndInterpolation))
+        hflip = next((step.p for step in steps if isinstance(step, transforms.RandomHorizontalFlip)), 0.0)
+        train, evaluation = (EncodedSamples(dataset.cast_column(cfg.image_column, ImageFeature(decode=False)),
+                                            *columns, train_crop, hflip, image_size, data_config["crop_pct"])
+                             for dataset, train_crop in ((splits.train, crop), (splits.eval, None)))
+        train, collate = SeededAugmentation(train, seed), collate_encoded
+    else:
+        train = SeededAugmentation(with_transform(splits.train, train_transform, *columns), seed)
+        evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
+                                    *columns)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=cfg.num_workers > 0)
+                  persistent_workers=cfg.num_workers > 0, collate_fn=collate)
     train_loader = torch.utils.data.DataLoader(train, shuffle=True, drop_last=True,
                                                generator=torch.Generator().manual_seed(seed), **common)
     eval_loader = torch.utils.data.DataLoader(evaluation, shuffle=False, **common)

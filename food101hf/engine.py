@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Progress, save_checkpoint
 from .config import TrainConfig
 from .data import model_input
+from .device_data import device_batches
 from .metrics import TOPK_ACCURACY
 from .runtime import cpu_has_native_bf16
 
@@ -99,7 +100,8 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg  # the mean and std to normalise with
-    progress_bar = tqdm(loader, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", initial=progress.batches_done,
+    batches = device_batches(loader, accelerator, pretrained_cfg["mean"], pretrained_cfg["std"])
+    progress_bar = tqdm(batches, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", initial=progress.batches_done,
                         total=progress.batches_done + len(loader), disable=not accelerator.is_local_main_process,
                         dynamic_ncols=True)
     seen, start = 0, time.perf_counter()
@@ -136,7 +138,9 @@ def gathered_logits(accelerator: Accelerator, model, loader, desc: str = "eval",
     With `tta`, the logits are the mean over the image and its horizontal mirror."""
     model.eval()
     pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg
-    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True):
+    batches = device_batches(loader, accelerator, pretrained_cfg["mean"], pretrained_cfg["std"])
+    for batch in tqdm(batches, desc=desc, total=len(loader), disable=not accelerator.is_local_main_process,
+                      dynamic_ncols=True):
         images = model_input(batch["pixel_values"], pretrained_cfg["mean"], pretrained_cfg["std"])
         logits = model(images).float()
         if tta:
