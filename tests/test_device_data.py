@@ -135,3 +135,16 @@ def test_colour_jitter_is_refused_on_the_device_path(tmp_path):
     splits = Splits(dataset_of(paths), dataset_of(paths), ["a", "b"], "validation")
     with pytest.raises(ValueError, match="--decode-on-device"):
         build_loaders(splits, TrainConfig(decode_on_device=True, color_jitter=0.4, num_workers=0), DATA_CONFIG, 32, 0)
+
+
+@pytest.mark.slow
+def test_the_device_check_script_runs_end_to_end_on_the_cpu():
+    from conftest import run_script
+
+    result = run_script("-m", "food101hf.device_check", "--device", "cpu", "--images", "32", "--batch-size", "8",
+                        "--image-size", "32", "--rounds", "1", "--num-workers", "1")
+    assert result.returncode == 0, result.stderr
+    for name in ("model-only", "GPU decode only", "GPU decode + augment", "GPU end-to-end", "CPU decode only",
+                 "CPU decode + augment", "CPU end-to-end"):
+        assert f"{name}: " in result.stdout, name
+    assert "decode-on-device end-to-end: " in result.stdout
