@@ -1,9 +1,9 @@
 """What a dataset actually holds: image modes and sizes, duplicate images and unreadable files, per split.
 
 Run it with ``python -m food101hf.report --audit --dataset D [--output-dir R]``. A local folder (or the demo) is
-walked file by file, as `datasets`' imagefolder would index it: D/<split>/<class>/<file>, where a file counts as
-an image by its extension. imagefolder does not open files when it indexes them, so an empty, truncated or
-mislabelled file only fails when training decodes it; here every image is fully decoded. A Hub dataset is read
+listed by `food101hf.folders`, the rules training uses, so the audit counts exactly the splits, classes and files
+training would use, and names every file ignored, with the reason. Every image is fully decoded and put through
+training's bad-file check (aspect ratio included). A Hub dataset is read
 with its image column undecoded, so the hash is over the bytes the Hub serves. Duplicates are exact: identical
 bytes (SHA-256); a re-encoded or resized copy is not caught.
 """
@@ -18,9 +18,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets.packaged_modules.imagefolder.imagefolder import IMAGE_EXTENSIONS
 from PIL import Image
 from tqdm.auto import tqdm
+
+from .folders import NOT_AN_IMAGE, FolderListing, check_aspect_ratio, list_folder
 
 LISTED = 20  # duplicate groups and unreadable files named in audit.md; audit.json names them all
 
@@ -34,8 +35,10 @@ class Item:
 
 
 def inspect_image(data: bytes) -> tuple[str, tuple[int, int]]:
-    """(mode, (width, height)) after a full decode; raises whatever Pillow raises for a bad file."""
+    """(mode, (width, height)) after a full decode; raises whatever Pillow raises for a bad file, and ValueError
+    for an aspect ratio training's bad-file check rejects."""
     with Image.open(io.BytesIO(data)) as image:
+        check_aspect_ratio(*image.size)
         image.load()  # a truncated file opens fine and fails here
         return image.mode, image.size
 
@@ -87,21 +90,19 @@ def audit(items: Iterable[Item], other_files: dict[str, int] | None = None) -> d
     return result
 
 
-def folder_items(root: Path, other_files: Counter) -> Iterator[Item]:
-    """root/<split>/<class>/... files with an image extension; counts the rest per split in `other_files`."""
-    extensions = {ext.lower() for ext in IMAGE_EXTENSIONS}
-    for path in sorted(p for p in root.glob("*/**/*") if p.is_file() and not p.name.startswith(".")):
-        relative = path.relative_to(root)
-        split = relative.parts[0]
-        if path.suffix.lower() not in extensions:
-            other_files[split] += 1
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError:
-            data = None
-        label = relative.parts[1] if len(relative.parts) > 2 else ""
-        yield Item(split, label, str(Path(*relative.parts[1:])), data)
+def folder_items(listing: FolderListing, other_files: Counter) -> Iterator[Item]:
+    """Every (split, class, file) row of the listing, with its bytes; counts per split, in `other_files`, the files
+    in the split's folder that are not images."""
+    for split, classes in listing.files.items():
+        split_folder = listing.root / listing.split_folders[split]
+        other_files[split] = sum(path.is_relative_to(split_folder) for path in listing.ignored[NOT_AN_IMAGE])
+        for label, paths in classes.items():
+            for path in paths:
+                try:
+                    data = path.read_bytes()
+                except OSError:
+                    data = None
+                yield Item(split, label, str(path.relative_to(split_folder)), data)
 
 
 def hub_items(splits, image_column: str, label_column: str) -> Iterator[Item]:
@@ -133,8 +134,10 @@ def audit_dataset(cfg) -> dict:
 
         root = make_demo(default_demo_dir())
     other_files: Counter = Counter()
+    listing = None
     if root.is_dir():
-        items = folder_items(root, other_files)
+        listing = list_folder(root)
+        items = folder_items(listing, other_files)
     else:
         splits = load_dataset_dict(cfg)
         for name, dataset in splits.items():
@@ -143,14 +146,20 @@ def audit_dataset(cfg) -> dict:
                                    f"columns (found {', '.join(dataset.column_names)})")
         items = hub_items(splits, cfg.image_column, cfg.label_column)
     result = audit(tqdm(items, desc="audit", unit="img"), other_files)
-    return {"dataset": cfg.dataset} | result
+    if listing is None:
+        return {"dataset": cfg.dataset} | result
+    return {"dataset": cfg.dataset, "split_folders": listing.split_folders} | result | {
+        "nested_images": {split: listing.nested[split] for split in listing.files},
+        "empty_classes": [f"{split}/{name}" for split, classes in listing.files.items()
+                          for name, files in classes.items() if not files],
+        "ignored": listing.ignored_names()}
 
 
 def audit_markdown(result: dict) -> str:
     """The audit as a table, one column per split, then the duplicates and unreadable files found."""
     splits = result["splits"]
-    rows = [("image files", lambda s: s["images"]), ("unreadable", lambda s: s["unreadable"]),
-            ("other files (not an image extension)", lambda s: s["other_files"]),
+    rows = [("image files", lambda s: s["images"]), ("bad files (training skips them)", lambda s: s["unreadable"]),
+            ("other files (not images: ignored)", lambda s: s["other_files"]),
             ("classes", lambda s: s["classes"]), ("images per class (min–max)", lambda s: "–".join(
                 map(str, s["images_per_class"]))),
             ("modes", lambda s: ", ".join(f"{m} {n}" for m, n in s["modes"].items())),
@@ -159,17 +168,25 @@ def audit_markdown(result: dict) -> str:
             ("longer side (min–max px)", lambda s: "–".join(map(str, s["longer_side"]))),
             ("shorter side (min–max px)", lambda s: "–".join(map(str, s["shorter_side"]))),
             ("duplicate copies within the split", lambda s: s["duplicates"])]
-    lines = [f"# Audit of {result['dataset']}", "", "| | " + " | ".join(splits) + " |",
-             "|---" * (len(splits) + 1) + "|"]
+    lines = [f"# Audit of {result['dataset']}", ""]
+    if "split_folders" in result:  # a local folder: which folder is which split
+        lines += ["Split folders: " + ", ".join(f"{split} = {'the root' if folder == '.' else folder + '/'}"
+                                                for split, folder in result["split_folders"].items()) + "", ""]
+    lines += ["| | " + " | ".join(splits) + " |", "|---" * (len(splits) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(str(get(s)) for s in splits.values()) + " |" for name, get in rows]
     lines += ["", f"Identical files (SHA-256 of the bytes): {result['duplicate_groups']} groups, "
               f"{result['duplicates_across_splits']} spanning splits, {result['duplicates_across_labels']} "
               f"with different labels."]
     lines += [f"- {', '.join(group)}" for group in result["duplicate_files"][:LISTED]]
     if result["unreadable_files"]:
-        lines += ["", f"Unreadable files ({len(result['unreadable_files'])}):"]
+        lines += ["", f"Bad files ({len(result['unreadable_files'])}), which training names and skips:"]
         lines += [f"- {u['split']}/{u['file']}: {u['error']}" for u in result["unreadable_files"][:LISTED]]
-    if max(len(result["duplicate_files"]), len(result["unreadable_files"])) > LISTED:
+    for name in result.get("empty_classes", []):
+        lines += ["", f"Class folder {name}/ has no images: training stops on it."]
+    for reason, names in result.get("ignored", {}).items():
+        lines += ["", f"Ignored, {reason} ({len(names)}):"] + [f"- {name}" for name in names[:LISTED]]
+    if max(len(result["duplicate_files"]), len(result["unreadable_files"]),
+           *map(len, result.get("ignored", {}).values())) > LISTED:
         lines += ["", f"(the first {LISTED} of each; audit.json lists them all)"]
     return "\n".join(lines) + "\n"
 

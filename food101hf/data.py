@@ -1,7 +1,7 @@
 """Datasets, transforms and loaders.
 
-A dataset is a Hub id (``ethz/food101``), a local image folder, or ``demo``; all are loaded with
-``datasets.load_dataset`` and decoded and augmented on the fly with ``with_transform``.
+A dataset is a Hub id (``ethz/food101``, through ``datasets.load_dataset``), a local image folder or ``demo``
+(``food101hf.folders.load_folder``); images are decoded and augmented on the fly with ``with_transform``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from datasets import Image as ImageFeature
-from datasets.packaged_modules.imagefolder.imagefolder import IMAGE_EXTENSIONS
 from PIL import ExifTags, Image, ImageOps
 from timm.data import create_transform
 from timm.data.transforms import MaybePILToTensor, MaybeToTensor, RandomResizedCropAndInterpolation
@@ -29,6 +28,7 @@ from torchvision.transforms.functional import pil_to_tensor
 from .config import TrainConfig
 from .decode import decode, open_rgb
 from .device_data import EncodedSamples, collate_encoded
+from .folders import MAX_ASPECT_RATIO, check_aspect_ratio, load_folder
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,26 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def bound_aspect_ratio(image: Image.Image | torch.Tensor,
+                       max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image | torch.Tensor:
+    """The image's centre, cropped along its long side to at most `max_ratio` times the short side, so that
+    resizing the short side to the model's size costs bounded memory and time (a 1x12,000 px strip resized to
+    219 px would be 219x2.6M px: +1.5 GB). Images within the ratio, every photo the bad-file check admits, come
+    back as they are; beyond it, the eval transform's square centre crop sees the same pixels as without it.
+    A PIL image or a C x H x W tensor (a view of it)."""
+    pil = isinstance(image, Image.Image)
+    width, height = image.size if pil else (image.shape[-1], image.shape[-2])
+    short = max(min(width, height), 1)
+    if max(width, height) <= max_ratio * short:
+        return image
+    long = int(max_ratio * short)
+    if width > height:
+        left = (width - long) // 2
+        return image.crop((left, 0, left + long, height)) if pil else image[..., left:left + long]
+    top = (height - long) // 2
+    return image.crop((0, top, width, top + long)) if pil else image[..., top:top + long, :]
 
 
 def on_uint8_tensors(transform: transforms.Compose) -> v2.Compose | None:
@@ -107,6 +127,7 @@ class ImageTransform:
         self.timm, self.tensor = transform, on_uint8_tensors(transform)
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
+        image = bound_aspect_ratio(image)
         if self.tensor:
             return self.tensor(image if isinstance(image, torch.Tensor) else pil_to_tensor(image))
         return self.timm(image if isinstance(image, Image.Image) else v2.functional.to_pil_image(image))
@@ -114,7 +135,7 @@ class ImageTransform:
     def from_encoded(self, value) -> torch.Tensor:
         """Decode (`food101hf.decode`: TorchCodec for JPEGs) and transform; Pillow when only timm's PIL
         transform applies."""
-        return self.tensor(decode(value)) if self.tensor else self.timm(open_rgb(value))
+        return self(decode(value)) if self.tensor else self(open_rgb(value))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.tensor or self.timm})"
@@ -197,26 +218,11 @@ class SeededAugmentation(torch.utils.data.Dataset):
             return self.dataset[index]
 
 
-def _check_folder(root: Path) -> None:
-    """Fail before any training on a layout that cannot give a classifier: no images in a split, or a class
-    folder without images (imagefolder would silently drop that class)."""
-    split_dirs = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-    if not any(d.name == "train" for d in split_dirs):
-        split_dirs = [root]  # class folders directly under root: all of it is the train split
-    extensions = {ext.lower() for ext in IMAGE_EXTENSIONS}
-    for split in split_dirs:
-        classes = [d for d in split.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        if not classes:
-            raise DatasetError(f"{split} has no class folders; lay the dataset out as train/<class>/*.jpg")
-        for folder in classes:
-            if not any(f.suffix.lower() in extensions for f in folder.rglob("*") if f.is_file()):
-                raise DatasetError(f"class folder {folder} has no images")
-
-
 def _check_image(example: dict, image_column: str) -> dict:
     image = example[image_column]
     try:
         with Image.open(io.BytesIO(image["bytes"]) if image["bytes"] else image["path"]) as opened:
+            check_aspect_ratio(*opened.size)  # known from the header: a strip is rejected before it is decoded
             opened.load()  # truncated files only fail here, not at open()
     except Exception as e:  # noqa: BLE001 - OSError, SyntaxError, DecompressionBombError (not an OSError), ...
         return {"error": f"{type(e).__name__}: {e}"}
@@ -225,7 +231,8 @@ def _check_image(example: dict, image_column: str) -> dict:
 
 def drop_unreadable(dataset: Dataset, image_column: str, split: str, num_proc: int) -> tuple[Dataset, list[dict]]:
     """Decode every image once (cached by datasets' fingerprint, so only the first run pays) and drop those that
-    cannot be, so that a bad file is named up front instead of crashing a run an hour in."""
+    cannot be, or whose aspect ratio is beyond folders.MAX_ASPECT_RATIO, so that a bad file is named up front
+    instead of crashing a run an hour in."""
     raw = dataset.cast_column(image_column, ImageFeature(decode=False))
     checked = raw.map(_check_image, fn_kwargs={"image_column": image_column}, remove_columns=raw.column_names,
                       num_proc=num_proc if num_proc > 1 and len(raw) > 2000 else None,  # processes cost ~1 s
@@ -243,10 +250,9 @@ def load_dataset_dict(cfg: TrainConfig) -> DatasetDict:
     if cfg.dataset == "demo":
         from .demo import default_demo_dir, make_demo
 
-        return load_dataset("imagefolder", data_dir=str(make_demo(default_demo_dir())))
+        return load_folder(make_demo(default_demo_dir()))
     if Path(cfg.dataset).expanduser().is_dir():
-        _check_folder(Path(cfg.dataset).expanduser())
-        return load_dataset("imagefolder", data_dir=str(Path(cfg.dataset).expanduser()))
+        return load_folder(Path(cfg.dataset).expanduser())
     if Path(cfg.dataset).suffix or cfg.dataset.startswith((".", "/", "~")):
         raise DatasetError(f"dataset folder {cfg.dataset!r} does not exist")
     from .hub import hub_errors
@@ -286,6 +292,12 @@ def load_splits(cfg: TrainConfig) -> Splits:
         logger.info("%s has no validation or test split: evaluating on a %s", cfg.dataset, eval_split)
     else:
         evaluation = ds[eval_split]
+        if eval_split == "validation" and "test" in ds:
+            logger.info("evaluating on the validation split; the test split (%d images) is left untouched: score "
+                        "it once, at the end, with python -m food101hf.report --split test", len(ds["test"]))
+        elif eval_split == "test":
+            logger.info("no validation split: evaluating on the test split, so its top-1 is a test score only if "
+                        "no setting is chosen by it")
     # quick runs take a seeded random subset: Food-101's splits are sorted by class
     if cfg.max_train_samples:
         train = train.shuffle(seed=cfg.seed).select(range(min(cfg.max_train_samples, len(train))))

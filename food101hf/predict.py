@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import types
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from .data import ImageTransform, model_input, to_rgb
 from .decode import decode
+from .folders import ignored_line, image_files
 from .model import load_trained
 from .runtime import cpu_has_native_bf16, keep_freed_memory
 
@@ -226,15 +228,13 @@ class _CallableModule(types.ModuleType):
 sys.modules[__name__].__class__ = _CallableModule
 
 
-def expand(paths: list[str]) -> list[Path]:
-    """Files as given; folders as the image files under them (by extension, sorted)."""
-    extensions = set(Image.registered_extensions())
+def expand(paths: list[str], ignored: dict[str, list[Path]] | None = None) -> list[Path]:
+    """Files as given (a hidden one too); folders as the images under them, sorted, by training's rules
+    (food101hf.folders: hidden files and folders skipped, an image is what Pillow opens here, by extension). What a
+    folder holds besides images goes to `ignored`, by reason."""
     found = []
     for path in map(Path, paths):
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-        else:
-            found.append(path)
+        found += image_files(path, ignored) if path.is_dir() else [path]
     return found
 
 
@@ -262,7 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     except (HubError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    files = expand(args.inputs)
+    ignored: dict[str, list[Path]] = defaultdict(list)
+    files = expand(args.inputs, ignored)
+    for reason, paths in ignored.items():
+        print(f"note: {ignored_line(reason, list(map(str, paths)))}", file=sys.stderr)
     failed = [f"{path}: no image files in this folder" for path in map(Path, args.inputs)
               if path.is_dir() and not any(f.is_relative_to(path) for f in files)]
     for message in failed:

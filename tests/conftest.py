@@ -69,7 +69,7 @@ def plant_odd_images(folder: Path, colour=(200, 40, 40)) -> list[str]:
     base.convert("P").save(folder / "palette.png", transparency=0)
     base.convert("RGBA").save(folder / "alpha.png")
     Image.fromarray(np.full((40, 48), 40000, dtype=np.uint16)).save(folder / "sixteen_bit.png")
-    base.resize((400, 8)).save(folder / "panorama.jpg")
+    base.resize((320, 40)).save(folder / "panorama.jpg")  # 1:8, a phone panorama; 1:10 is the limit
     exif = base.getexif()
     exif[0x0112] = 6
     base.save(folder / "rotated.jpg", exif=exif)

@@ -177,7 +177,7 @@ def test_bad_files_are_named_and_skipped_and_odd_valid_images_are_kept(image_fol
 def test_an_empty_class_folder_or_split_is_refused_before_training(tmp_path):
     write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
     (tmp_path / "d" / "train" / "tiramisu").mkdir()
-    with pytest.raises(DatasetError, match="tiramisu has no images"):
+    with pytest.raises(DatasetError, match="tiramisu/ has no images"):
         load_splits(TrainConfig(dataset=str(tmp_path / "d")))
     (tmp_path / "d" / "train" / "tiramisu").rmdir()
     (tmp_path / "d" / "validation").mkdir()

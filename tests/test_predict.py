@@ -129,7 +129,8 @@ def test_cli_answers_every_readable_file_and_fails_on_the_others(model_dir, phot
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["file"] for line in lines] == [photo, str(folder / "a.png")]
     assert all(len(line["predictions"]) == 2 for line in lines)
-    assert err.splitlines() == [f"error: {tmp_path / 'broken.jpg'}: cannot be read as an image "
+    assert err.splitlines() == [f"note: ignored 1 file that is not an image: {folder / 'readme.txt'}",
+                                f"error: {tmp_path / 'broken.jpg'}: cannot be read as an image "
                                 f"(cannot identify image file '{tmp_path / 'broken.jpg'}')"]
     assert code == 1
     assert main(["--model", str(model_dir), photo]) == 0

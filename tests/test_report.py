@@ -15,6 +15,7 @@ from PIL import Image
 
 from conftest import CLASSES, plant_bad_files, run_script, write_image_folder
 from food101hf.audit import audit, folder_items, hub_items
+from food101hf.folders import list_folder
 from food101hf.data import build_transform, with_transform
 from food101hf.engine import ranked_predictions, score_logits
 from food101hf.report import (confused_pairs, confusion_matrix, cluster_order, per_class_table, plot_confusion,
@@ -162,7 +163,7 @@ def _plant_audit_folder(root) -> list[str]:
 def test_audit_counts_planted_duplicates_and_bad_files(tmp_path):
     bad = _plant_audit_folder(tmp_path / "d")
     other = Counter()
-    result = audit(folder_items(tmp_path / "d", other), other)
+    result = audit(folder_items(list_folder(tmp_path / "d"), other), other)
     train, validation = result["splits"]["train"], result["splits"]["validation"]
     assert (train["images"], train["unreadable"], train["other_files"]) == (8 + len(bad), len(bad), 1)
     assert train["modes"] == {"RGB": 7, "L": 1} and train["most_common_sizes"]["30x20"] == 7
@@ -211,5 +212,5 @@ def test_report_and_audit_commands_on_a_trained_model(image_folder, tmp_path):
     result = run_script("-m", "food101hf.report", "--audit", "--dataset", str(tmp_path / "bad"),
                         "--output-dir", str(tmp_path / "audit"))
     assert result.returncode == 0, result.stderr
-    assert f"| unreadable | {len(bad)} | 0 |" in result.stdout
+    assert f"| bad files (training skips them) | {len(bad)} | 0 |" in result.stdout
     assert json.loads((tmp_path / "audit" / "audit.json").read_text())["duplicate_groups"] == 2
