@@ -85,3 +85,13 @@ def test_open_rgb_and_read_encoded(tmp_path):
     image = open_rgb({"bytes": path.read_bytes(), "path": None})
     assert image.mode == "RGB" and image.size == (40, 32)
     assert open_rgb(image) is image
+
+
+def test_decoded_tensors_get_the_same_bounded_aspect_ratio_as_pil_images():
+    from food101hf.data import bound_aspect_ratio
+    from food101hf.folders import MAX_ASPECT_RATIO
+
+    for size in ((int(MAX_ASPECT_RATIO * 10) + 50, 10), (10, int(MAX_ASPECT_RATIO * 10) + 50), (30, 20)):
+        image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+        expected = pil_to_tensor(bound_aspect_ratio(image))
+        assert torch.equal(bound_aspect_ratio(pil_to_tensor(image)), expected), size
