@@ -79,6 +79,10 @@ class CpuWorkerSamples:
         return {"pixel_values": self.augment(pixels) if self.augment else pixels, "label": index % 101}
 
 
+def as_list(samples: list) -> list:
+    return samples
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m food101hf.device_check", description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8192)
@@ -177,9 +181,8 @@ def main(argv=None) -> int:
         elif name == "GPU end-to-end":
             for b in device_batches(loader("encoded", encoded, collate_encoded), ours, mean, std):
                 step(b["pixel_values"], b["label"])
-        elif name == "CPU decode only":  # uint8 images of different sizes: counted, not batched
-            for b in torch.utils.data.DataLoader(cpu_decode, batch_size=None, num_workers=args.num_workers,
-                                                 prefetch_factor=16):
+        elif name == "CPU decode only":  # uint8 images of different sizes: handed over as lists, not stacked
+            for b in loader("cpu decode", cpu_decode, as_list):
                 pass
         elif name == "CPU decode + augment":
             for b in loader("cpu", cpu_augment):
