@@ -1,6 +1,6 @@
 """Speed, measured in one run so that every ratio compares things timed side by side on the same machine.
 
-    python -m food101hf.bench                       # every section, ~5 min on a 2-core CPU
+    python -m food101hf.bench                       # every section, several minutes on a quiet 2-core CPU
     python -m food101hf.bench --sections model e2e  # some of them
     python -m food101hf.bench --rounds 5            # more rounds for a steadier median
 
