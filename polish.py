@@ -2,46 +2,49 @@
 
     accelerate launch polish.py --init outputs/food101-resnet18-192 --output-dir outputs/food101-resnet18-224
     accelerate launch polish.py --init org/food101-resnet18 --epochs 0       # only BN re-estimate + eval at 224 px
-    python polish.py --help
 
---init is a folder written by train.py (or polish.py) or a Hub repo id; --dataset defaults to the dataset recorded
-there. The defaults (224 px, 2 epochs, lr 1e-4, no Mixup) are explained in food101hf/config.py's PolishConfig.
-Writes the same folder as train.py, with the new image_size in metrics.json and config.json's pretrained_cfg, and
-the init's recipe as base_config.yaml.
+--init is a folder written by train.py (or polish.py) or a Hub repo id; its model and weights are used, and
+--dataset defaults to the dataset recorded there. The defaults (224 px, 2 epochs, lr 1e-4, no Mixup) are explained
+in food101hf/config.py's PolishConfig. Writes the same folder as train.py, with the new image_size in metrics.json
+and config.json's pretrained_cfg, and the init's recipe as base_config.yaml.
 """
 
 import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
 
 import dataclasses
+import logging
 import shutil
-import sys
 from pathlib import Path
 
-import torch
 import yaml
-from accelerate.logging import get_logger
-from accelerate.utils import set_seed
-from timm.data import resolve_model_data_config
 
-from food101hf.checkpoint import CheckpointError, start_or_resume
-from food101hf.config import PolishConfig, parse_config, save_config
-from food101hf.data import DatasetError, build_loaders, build_transform, load_splits, with_transform
-from food101hf.engine import (create_accelerator, create_scheduler, evaluate_logits, fit, score_logits,
-                              setup_logging, updates_per_epoch)
-from food101hf.hub import HubError, push_run, write_outputs
-from food101hf.model import (count_parameters, create_optimizer, freeze, load_trained, reestimate_batchnorm,
-                             trained_folder)
-from food101hf.report import report_run
-from food101hf.runtime import keep_freed_memory, set_num_threads
+from food101hf.cli import next_steps, run, setup_logging
+from food101hf.config import PolishConfig, parse_config, recorded_dataset
 
-logger = get_logger("polish")
+logger = logging.getLogger("polish")
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(PolishConfig, argv, description=__doc__)
-    if not cfg.init:
-        raise ValueError("--init is required: a folder written by train.py or a Hub repo id (org/name)")
     setup_logging()
+    cfg = parse_config(PolishConfig, argv, description=__doc__, prog="polish.py")
+
+    # the heavy libraries load once the flags are known to be good: --help and a bad flag answer in a blink
+    import torch
+    from accelerate.utils import set_seed
+    from timm.data import resolve_model_data_config
+
+    from food101hf.checkpoint import check_resume, start_or_resume
+    from food101hf.config import save_config
+    from food101hf.data import DatasetError, build_loaders, build_transform, example_file, load_splits, with_transform
+    from food101hf.engine import (create_accelerator, create_scheduler, evaluate_logits, fit, score_logits,
+                                  updates_per_epoch)
+    from food101hf.hub import push_run, write_outputs
+    from food101hf.model import (check_model, count_parameters, create_optimizer, freeze, load_trained,
+                                 reestimate_batchnorm, trained_folder)
+    from food101hf.report import report_run
+    from food101hf.runtime import keep_freed_memory, set_num_threads
+    from food101hf.storage import check_output_dir, room_warning
+
     keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
     threads = set_num_threads()  # all usable cores, whichever launcher started us, unless the user chose
     accelerator = create_accelerator(cfg)
@@ -54,13 +57,15 @@ def main(argv=None) -> int:
     base = yaml.safe_load(base_recipe_file.read_text()) if base_recipe_file.is_file() else {}
     if cfg.dataset is None and "dataset" not in base:
         raise ValueError(f"{cfg.init} records no dataset (no train_config.yaml): pass --dataset")
-    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or base["dataset"], model=base.get("model", cfg.model))
+    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded_dataset(base["dataset"], base_recipe_file),
+                              model=base.get("model", cfg.model))
+    check_model(dataclasses.replace(cfg, pretrained=False))  # --freeze and --opt, before any data loads
     out = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.yaml")
-        if base:
-            shutil.copyfile(base_recipe_file, out / "base_config.yaml")
+    checkpoints = out / "checkpoints"
+    check_resume(cfg, checkpoints, accelerator.num_processes)
+    free = check_output_dir(out, cfg.model)  # writable, room for the export + a checkpoint
+    if accelerator.is_main_process and (warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free)):
+        logger.warning(warning)
     model = load_trained(init_dir)
     base_size = model.pretrained_cfg["input_size"][-1]
     logger.info(f"polishing {cfg.init} ({model.pretrained_cfg['architecture']}, {base_size} px) at "
@@ -106,17 +111,23 @@ def main(argv=None) -> int:
     optimizer = create_optimizer(model, cfg)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
 
+    # the start succeeded: only now does the output folder get its first files (a failed start leaves nothing)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "train_config.yaml")
+        if base:
+            shutil.copyfile(base_recipe_file, out / "base_config.yaml")
+
     # evaluate at the new size before the fine-tune, fine-tune, evaluate again (fit does after every epoch)
     last_evaluation = evaluate_logits(accelerator, model, eval_loader,
                                       desc=f"eval at {cfg.image_size} px before polish")
     before = score_logits([last_evaluation])
     logger.info(f"before polish at {cfg.image_size} px: top-1 {before['top1']:.4f} top-5 {before['top5']:.4f}")
-    checkpoints = out / "checkpoints"
     if cfg.epochs > 0:
         scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
                                      cfg.epochs)
         accelerator.register_for_checkpointing(scheduler)
-        progress = start_or_resume(accelerator, cfg, label_names, checkpoints)
+        progress = start_or_resume(accelerator, cfg, label_names, checkpoints, splits.identity())
         metrics, last_evaluation = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg,
                                        len(label_names), progress, checkpoints)
     else:
@@ -133,12 +144,9 @@ def main(argv=None) -> int:
                     f"{out.resolve()}")
         if cfg.push_to_hub:
             logger.info(f"pushed to {push_run(out, cfg)}")
+        print(next_steps(out, cfg, example_file(splits.eval, cfg.image_column)), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (DatasetError, HubError, CheckpointError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

@@ -2,47 +2,56 @@
 
     accelerate launch --config_file accelerate_config.yaml train.py --config configs/demo.yaml   # offline demo
     accelerate launch train.py --config configs/food101.yaml                                      # the real recipe
+    accelerate launch train.py --dataset my_food --output-dir outputs/my_food                     # your photos
     torchrun --nproc_per_node 2 train.py --config configs/demo.yaml                               # 2 CPU processes
 
-Flags override the preset; `python train.py --help` lists them. Writes model.safetensors, config.json (timm's
-Hub format), metrics.json, README.md (model card), train_config.yaml and report/ (error analysis) into
---output-dir.
+Flags override the preset. Writes model.safetensors, config.json (timm's Hub format), metrics.json, README.md
+(model card), train_config.yaml and report/ (error analysis) into --output-dir, and ends by saying what to run
+next. A flag that cannot work is refused in one line before anything loads.
 """
 
 import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
 
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 
-import torch
-from accelerate.logging import get_logger
-from accelerate.utils import set_seed
-from timm.data import resolve_model_data_config
+from food101hf.cli import next_steps, run, setup_logging
+from food101hf.config import TrainConfig, parse_config
 
-from food101hf.checkpoint import CheckpointError, start_or_resume
-from food101hf.config import TrainConfig, parse_config, save_config
-from food101hf.data import DatasetError, build_loaders, load_splits
-from food101hf.engine import create_accelerator, create_scheduler, fit, setup_logging, updates_per_epoch
-from food101hf.hub import HubError, push_run, write_outputs
-from food101hf.model import count_parameters, create_model, create_optimizer, freeze
-from food101hf.report import report_run
-from food101hf.runtime import keep_freed_memory, set_num_threads
-
-logger = get_logger("train")
+logger = logging.getLogger("train")
 
 
 def main(argv=None) -> int:
-    cfg = parse_config(TrainConfig, argv, description=__doc__)
     setup_logging()
+    cfg = parse_config(TrainConfig, argv, description=__doc__, prog="train.py")
+
+    # the heavy libraries load once the flags are known to be good: --help and a bad flag answer in a blink
+    import torch
+    from accelerate.utils import set_seed
+    from timm.data import resolve_model_data_config
+
+    from food101hf.checkpoint import check_resume, start_or_resume
+    from food101hf.config import save_config
+    from food101hf.data import DatasetError, build_loaders, example_file, load_splits
+    from food101hf.engine import create_accelerator, create_scheduler, fit, updates_per_epoch
+    from food101hf.hub import push_run, write_outputs
+    from food101hf.model import check_model, count_parameters, create_model, create_optimizer, freeze
+    from food101hf.report import report_run
+    from food101hf.runtime import keep_freed_memory, set_num_threads
+    from food101hf.storage import check_output_dir, room_warning
+
+    check_model(cfg)  # --model, --opt, --freeze against timm, before any weights or data load
     keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
     threads = set_num_threads()  # all usable cores, whichever launcher started us, unless the user chose
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.yaml")
+    checkpoints = out / "checkpoints"
+    check_resume(cfg, checkpoints, accelerator.num_processes)  # a checkpoint of other settings: refused now
+    free = check_output_dir(out, cfg.model)  # writable, room for the export + a checkpoint: before any download
+    if accelerator.is_main_process and (warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free)):
+        logger.warning(warning)
     logger.info(f"{accelerator.num_processes} process(es) on {accelerator.device}, "
                 f"mixed precision {accelerator.mixed_precision}, {threads.count} torch thread(s) per process "
                 f"({threads.reason})")
@@ -72,10 +81,14 @@ def main(argv=None) -> int:
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
     scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
                                  cfg.epochs)
-    # resume: everything Accelerate saves (model, optimizer, RNGs) plus the registered scheduler and our progress
+    # resume: everything Accelerate saves (model, optimizer, RNGs) plus the registered scheduler and our progress;
+    # the run's identity includes its data (split sizes and datasets' fingerprints)
     accelerator.register_for_checkpointing(scheduler)
-    checkpoints = out / "checkpoints"
-    progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints)
+    progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints, splits.identity())
+    # the start succeeded: only now does the output folder get its first file (a failed start leaves nothing)
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "train_config.yaml")
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
@@ -97,12 +110,9 @@ def main(argv=None) -> int:
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
         if cfg.push_to_hub:
             logger.info(f"pushed to {push_run(out, cfg)}")
+        print(next_steps(out, cfg, example_file(splits.eval, cfg.image_column)), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (DatasetError, HubError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

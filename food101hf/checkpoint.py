@@ -6,27 +6,32 @@
 
 A checkpoint is written into a hidden temporary folder, flushed to disk and renamed into place, then `latest` is
 replaced the same way; older checkpoints are deleted only after that. A crash at any moment leaves the previous
-checkpoint intact and findable.
+checkpoint intact and findable. A save that fails (a full or read-only disk) or is cut short by a second stop
+signal removes its temporary folder at once; a failure of the disk ends in one CheckpointError line naming the
+file, the intact checkpoint and how to resume. Temporary folders a killed save left behind are removed when the
+next run starts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 
 from .config import TrainConfig
+from .preemption import SaveAborted
+from .storage import failed_file, human, storage_failure
 
 PROGRESS_FILE = "progress.json"
 LATEST = "latest"
 PREFIX = "update-"
-logger = get_logger(__name__)
+logger = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"output_dir", "num_workers", "report_to", "push_to_hub", "hub_private", "hub_revision",
@@ -50,10 +55,34 @@ class Progress:
     history: list = field(default_factory=list)  # per-epoch eval metrics
 
 
-def run_signature(cfg: TrainConfig, label_names: list[str], num_processes: int) -> dict:
-    """Everything that must match for a resumed run to compute what the original would have."""
+def run_signature(cfg: TrainConfig, label_names: list[str], num_processes: int, data: dict) -> dict:
+    """Everything that must match for a resumed run to compute what the original would have: the settings, the
+    process count, the classes and the data (`Splits.identity`: each split's size and datasets' fingerprint;
+    other data would size the schedule for other data and skip other samples mid-epoch)."""
+    return _settings(cfg, num_processes) | {"label_names": list(label_names), "data": data}
+
+
+def _settings(cfg: TrainConfig, num_processes: int) -> dict:
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
-    return settings | {"label_names": list(label_names), "num_processes": num_processes}
+    return settings | {"num_processes": num_processes}
+
+
+def _refuse_other_run(path: Path, saved: dict, signature: dict) -> None:
+    """Raise CheckpointError naming every key of `signature` the checkpoint's saved signature differs in."""
+    differing = sorted(key for key in signature if signature[key] != saved.get(key))
+    if not differing:
+        return
+    details = []
+    for key in differing:
+        if key == "data" and isinstance(saved.get(key), dict):
+            details += [f"{split} split: checkpoint {old.get('images')} images (fingerprint {old.get('fingerprint')})"
+                        f", now {signature[key][split]['images']} (fingerprint {signature[key][split]['fingerprint']})"
+                        for split, old in saved[key].items() if old != signature[key].get(split)]
+        else:
+            details.append(f"{key}: checkpoint {saved.get(key)!r}, now {signature[key]!r}")
+    what = "other data" if differing == ["data"] else "a different run"
+    raise CheckpointError(f"{path} comes from {what} ({'; '.join(details)}). Resume with the same settings and "
+                          f"data, or use another --output-dir to start afresh")
 
 
 def _fsync(path: Path) -> None:
@@ -83,25 +112,64 @@ def save_checkpoint(accelerator: Accelerator, root: Path, progress: Progress, ke
     """Called by every process (each saves its own RNG states); the main process finalises it."""
     name = f"{PREFIX}{progress.num_updates:08d}"
     final, tmp = root / name, root / f".tmp-{name}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=2))
-        for file in tmp.rglob("*"):
-            _fsync(file)
-        _fsync(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        _fsync(root)
-        _write_atomically(root / LATEST, name)
-        for old in complete_checkpoints(root)[:-keep]:
-            shutil.rmtree(old)
+    try:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=2))
+            for file in tmp.rglob("*"):
+                _fsync(file)
+            _fsync(tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            _fsync(root)
+            _write_atomically(root / LATEST, name)
+            for old in complete_checkpoints(root)[:-keep]:
+                shutil.rmtree(old)
+    except BaseException as e:
+        _abandon(e, tmp, final, root)
+        raise
     accelerator.wait_for_everyone()
     return final
+
+
+def _abandon(error: BaseException, tmp: Path, final: Path, root: Path) -> None:
+    """A save failed or was interrupted: remove its temporary folder at once (it may be what fills the disk) and,
+    when the disk is the cause, raise one CheckpointError line instead of the serializer's traceback."""
+    cause = storage_failure(error, root) if isinstance(error, Exception) else None
+    file = failed_file(error, tmp)
+    written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) if tmp.is_dir() else 0
+    shutil.rmtree(tmp, ignore_errors=True)
+    (root / f".{LATEST}.tmp").unlink(missing_ok=True)
+    if isinstance(error, SaveAborted):
+        logger.warning(f"second stop signal while saving {final.name}: abandoned. {resume_advice(root)}")
+        return
+    if cause is None:
+        return
+    if file is not None and file.is_relative_to(tmp):
+        file = final / file.relative_to(tmp)
+    raise CheckpointError(f"could not write checkpoint {file or final}: {cause} (after {human(written)}; its "
+                          f"temporary folder was removed). {resume_advice(root)}") from None
+
+
+def resume_advice(root: Path) -> str:
+    """One sentence: the newest intact checkpoint under root and how to continue from it."""
+    intact = find_checkpoint("auto", root)
+    if intact is None:
+        return f"No checkpoint exists in {root} yet: free space, then rerun the same command"
+    return (f"The checkpoint {intact} is intact: free space in {root.parent}, then rerun the same command plus "
+            f"`--resume auto`")
+
+
+def remove_abandoned_saves(root: Path) -> None:
+    """Temporary folders of saves a killed run left behind: never resumable, and possibly what fills the disk."""
+    if root.is_dir():
+        for tmp in root.glob(".tmp-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def find_checkpoint(resume: str, root: Path) -> Path | None:
@@ -122,21 +190,28 @@ def find_checkpoint(resume: str, root: Path) -> Path | None:
 def load_checkpoint(accelerator: Accelerator, path: Path, signature: dict) -> Progress:
     """Check the checkpoint belongs to this run, then restore everything save_checkpoint saved."""
     saved = json.loads((path / PROGRESS_FILE).read_text())
-    differing = sorted(key for key in signature.keys() | saved["signature"].keys()
-                       if signature.get(key) != saved["signature"].get(key))
-    if differing:
-        details = "; ".join(f"{key}: checkpoint {saved['signature'].get(key)!r}, now {signature.get(key)!r}"
-                            for key in differing)
-        raise CheckpointError(f"{path} comes from a different run ({details}). Resume with the same settings, "
-                              f"or use another --output-dir to start afresh")
+    _refuse_other_run(path, saved["signature"], signature)
     accelerator.load_state(str(path))
     return Progress(**saved)
 
 
-def start_or_resume(accelerator: Accelerator, cfg: TrainConfig, label_names: list[str], root: Path) -> Progress:
+def check_resume(cfg: TrainConfig, root: Path, num_processes: int) -> None:
+    """Before any data or weights load: refuse a --resume that names no checkpoint, or one saved with other
+    settings (the classes and the data are compared once loaded, by `start_or_resume`)."""
+    path = find_checkpoint(cfg.resume, root) if cfg.resume else None
+    if path is not None:
+        saved = json.loads((path / PROGRESS_FILE).read_text())
+        _refuse_other_run(path, saved["signature"], _settings(cfg, num_processes))
+
+
+def start_or_resume(accelerator: Accelerator, cfg: TrainConfig, label_names: list[str], root: Path,
+                    data: dict) -> Progress:
     """A fresh Progress, or, with cfg.resume, the one restored (with all of Accelerate's state) from the
-    checkpoint it names; `auto` starts fresh when root holds none yet."""
-    progress = Progress(run_signature(cfg, label_names, accelerator.num_processes))
+    checkpoint it names; `auto` starts fresh when root holds none yet. `data` is `Splits.identity()`."""
+    progress = Progress(run_signature(cfg, label_names, accelerator.num_processes, data))
+    if accelerator.is_main_process:
+        remove_abandoned_saves(root)
+    accelerator.wait_for_everyone()
     path = find_checkpoint(cfg.resume, root) if cfg.resume else None
     if cfg.resume and path is None:
         logger.info(f"--resume auto: no checkpoint in {root}, starting fresh")

@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ from .config import TrainConfig
 from .decode import decode, open_rgb
 from .device_data import EncodedSamples, collate_encoded
 from .folders import MAX_ASPECT_RATIO, check_aspect_ratio, load_folder
+from .preemption import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,23 @@ class Splits:
     label_names: list[str]
     eval_split: str  # where the eval images come from, for logs and the model card
     skipped: list[dict] = field(default_factory=list)  # unreadable files: split, file, error
+
+    def identity(self) -> dict:
+        """What the run trains and evaluates on, for the checkpoint's run signature: each split's size and its
+        `datasets` fingerprint. The fingerprint hashes the data files behind the split (for local files their
+        paths and modification times, for Hub files their ETags) and every transform applied since (the
+        --max-*-samples subset, dropped unreadable files), so adding, removing or editing a photo changes it."""
+        return {name: {"images": len(split), "fingerprint": split._fingerprint}
+                for name, split in (("train", self.train), ("eval", self.eval))}
+
+
+def example_file(dataset: Dataset, image_column: str = "image") -> str | None:
+    """The path of the dataset's first image if it is a file on this machine (a local folder, the demo), else
+    None (a Hub dataset keeps images as bytes in parquet)."""
+    if len(dataset) == 0:
+        return None
+    path = dataset.cast_column(image_column, ImageFeature(decode=False))[0][image_column].get("path")
+    return path if path and Path(path).is_file() else None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -253,12 +272,23 @@ def load_dataset_dict(cfg: TrainConfig) -> DatasetDict:
         return load_folder(make_demo(default_demo_dir()))
     if Path(cfg.dataset).expanduser().is_dir():
         return load_folder(Path(cfg.dataset).expanduser())
-    if Path(cfg.dataset).suffix or cfg.dataset.startswith((".", "/", "~")):
-        raise DatasetError(f"dataset folder {cfg.dataset!r} does not exist")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", cfg.dataset):
+        raise DatasetError(f"--dataset {cfg.dataset}: no such folder (in {Path.cwd()}), and not a Hub dataset "
+                           f"id (org/name)")
+    from datasets.exceptions import DatasetNotFoundError
+
     from .hub import hub_errors
 
-    with hub_errors(f"dataset {cfg.dataset!r}", hint="pass a local image folder or --dataset demo"):
-        return load_dataset(cfg.dataset)
+    hint = "pass a local image folder or --dataset demo"
+    with hub_errors(f"dataset {cfg.dataset!r}", hint=hint):
+        try:
+            return load_dataset(cfg.dataset)
+        except DatasetNotFoundError:
+            from huggingface_hub import constants
+
+            raise DatasetError(f"--dataset {cfg.dataset}: no such folder (in {Path.cwd()}), and no such dataset "
+                               f"on the Hub ({constants.ENDPOINT}); check the spelling (Food-101 is ethz/food101), "
+                               f"or {hint}") from None
 
 
 def load_splits(cfg: TrainConfig) -> Splits:
@@ -299,6 +329,7 @@ def load_splits(cfg: TrainConfig) -> Splits:
             logger.info("no validation split: evaluating on the test split, so its top-1 is a test score only if "
                         "no setting is chosen by it")
     # quick runs take a seeded random subset: Food-101's splits are sorted by class
+    available = len(train)
     if cfg.max_train_samples:
         train = train.shuffle(seed=cfg.seed).select(range(min(cfg.max_train_samples, len(train))))
     if cfg.max_eval_samples:
@@ -310,12 +341,14 @@ def load_splits(cfg: TrainConfig) -> Splits:
     for item in skipped:
         logger.warning("skipping %s (%s): %s", item["file"], item["split"], item["error"])
     missing = sorted(set(range(len(label_feature.names))) - set(train[cfg.label_column]))
+    names = ", ".join(label_feature.names[i] for i in missing)
+    if missing and not cfg.max_train_samples:
+        raise DatasetError(f"{cfg.dataset}: no readable training images for class(es) {names}")
     if missing:
-        message = (f"{cfg.dataset}: no readable training images for class(es) "
-                   f"{', '.join(label_feature.names[i] for i in missing)}")
-        if not cfg.max_train_samples:
-            raise DatasetError(message)
-        logger.warning("%s in the --max-train-samples subset", message)
+        logger.warning("the --max-train-samples subset (a seeded random %d of %d training images) has no readable "
+                       "image of %d of the %d classes (%s): the model cannot learn them in this run; raise "
+                       "--max-train-samples for every class to appear", len(train), available, len(missing),
+                       len(label_feature.names), names)
     if len(evaluation) == 0:
         raise DatasetError(f"{cfg.dataset}: the {eval_split} split has no readable images")
     return Splits(train, evaluation, list(label_feature.names), eval_split, skipped)
@@ -344,7 +377,8 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
         evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
                                     *columns)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=cfg.num_workers > 0, collate_fn=collate)
+                  persistent_workers=cfg.num_workers > 0, worker_init_fn=ignore_stop_signals,
+                  collate_fn=collate)
     train_loader = torch.utils.data.DataLoader(train, shuffle=True, drop_last=True,
                                                generator=torch.Generator().manual_seed(seed), **common)
     eval_loader = torch.utils.data.DataLoader(evaluation, shuffle=False, **common)

@@ -112,8 +112,9 @@ def main(argv=None) -> int:
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     size, batch = args.image_size, args.batch_size
     print(f"{torch.cuda.get_device_name() if cuda else 'CPU'}; torch {torch.__version__} (CUDA "
-          f"{torch.version.cuda}), torchcodec {version}, timm {timm.__version__}; {os.cpu_count()} CPUs, {args.num_workers} loader workers; {size} px, "
-          f"batch {batch}, {args.images} images; median (range) of {args.rounds} rounds")
+          f"{torch.version.cuda}), torchcodec {version}, timm {timm.__version__}; {os.cpu_count()} CPUs, "
+          f"{args.num_workers} loader workers; {size} px, batch {batch}, {args.images} images; median (range) of "
+          f"{args.rounds} rounds")
     folder = Path(tempfile.mkdtemp(prefix="food101hf-device-check-"))
     start = time.perf_counter()
     paths = make_jpegs(folder, args.images)

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -24,17 +23,10 @@ from .config import TrainConfig
 from .data import model_input
 from .device_data import device_batches
 from .metrics import TOPK_ACCURACY
+from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
 
-logger = get_logger(__name__)
-
-
-def setup_logging() -> None:
-    """Timestamped INFO lines for the scripts; Accelerate's line per file of every checkpoint saved or loaded
-    is muted."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    for chatty in ("accelerate.accelerator", "accelerate.checkpointing"):
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+logger = logging.getLogger(__name__)  # other processes than the main one log errors only (cli.setup_logging)
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -94,9 +86,12 @@ def updates_per_epoch(num_batches: int, grad_accum_steps: int) -> int:
 
 
 def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, scheduler, criterion, mixup,
-                    cfg: TrainConfig, progress: Progress, checkpoint: Callable[[], None]) -> float:
+                    cfg: TrainConfig, progress: Progress, checkpoint: Callable[[], None],
+                    stop: StopOnSignal | None = None) -> float:
     """One pass over `loader` (which may skip the batches a resumed epoch already did), updating `progress` in
-    place and calling `checkpoint()` every cfg.checkpoint_every updates. Returns this process's images/s."""
+    place and calling `checkpoint()` every cfg.checkpoint_every updates. Ends early, after an optimizer update,
+    when `stop` says every process received (or was told of) a stop signal, except at the epoch's last update:
+    the epoch's evaluation and checkpoint come first there. Returns this process's images/s."""
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg  # the mean and std to normalise with
@@ -123,6 +118,8 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
             progress.num_updates += 1
             scheduler.step_update(progress.num_updates)
             at_epoch_end = accelerator.gradient_state.end_of_dataloader  # fit checkpoints there after eval
+            if stop is not None and stop.requested() and not at_epoch_end:
+                break
             if cfg.checkpoint_every and progress.num_updates % cfg.checkpoint_every == 0 and not at_epoch_end:
                 checkpoint()
         progress_bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
@@ -190,32 +187,43 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
     mixup = create_mixup(cfg, num_classes)
     criterion = train_criterion(mixup, cfg.smoothing)
 
-    def checkpoint():
-        path = save_checkpoint(accelerator, checkpoints, progress, cfg.keep_checkpoints)
+    # SIGTERM/SIGINT/SIGUSR1 (preemption, Ctrl-C) end the run after an optimizer update, with a checkpoint
+    stop = StopOnSignal(accelerator)
+
+    def checkpoint() -> Path:
+        with stop.saving():
+            path = save_checkpoint(accelerator, checkpoints, progress, cfg.keep_checkpoints)
         logger.info(f"checkpoint {path}")
+        return path
 
     metrics, evaluation = {}, None
-    while progress.epoch < cfg.epochs:
-        # the seedable sampler's order and the augmentations depend only on (seed, epoch): a resumed epoch
-        # re-creates them and skips the batches already trained on
-        train_loader.set_epoch(progress.epoch)
-        train_loader.dataset.set_epoch(progress.epoch)
-        loader = accelerator.skip_first_batches(train_loader, progress.batches_done) if progress.batches_done \
-            else train_loader
-        start = time.perf_counter()
-        images_per_second = train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup,
-                                            cfg, progress, checkpoint)
-        progress.train_seconds += time.perf_counter() - start
-        progress.train_images += len(loader) * cfg.batch_size * accelerator.num_processes
-        evaluation = evaluate_logits(accelerator, model, eval_loader)
-        metrics = score_logits([evaluation])
-        logger.info(f"epoch {progress.epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
-                    f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
-        accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": progress.epoch + 1},
-                        step=progress.num_updates)
-        progress.history.append(metrics | {"epoch": progress.epoch + 1})
-        progress.epoch, progress.batches_done = progress.epoch + 1, 0
-        checkpoint()
+    with stop:
+        while progress.epoch < cfg.epochs:
+            # the seedable sampler's order and the augmentations depend only on (seed, epoch): a resumed epoch
+            # re-creates them and skips the batches already trained on
+            train_loader.set_epoch(progress.epoch)
+            train_loader.dataset.set_epoch(progress.epoch)
+            loader = accelerator.skip_first_batches(train_loader, progress.batches_done) if progress.batches_done \
+                else train_loader
+            start, batches_before = time.perf_counter(), progress.batches_done
+            images_per_second = train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup,
+                                                cfg, progress, checkpoint, stop)
+            progress.train_seconds += time.perf_counter() - start
+            progress.train_images += (progress.batches_done - batches_before) * cfg.batch_size * \
+                accelerator.num_processes
+            if progress.batches_done < len(train_loader):  # stopped by a signal: the same as a periodic checkpoint
+                raise stop.preempted(checkpoint(), progress.num_updates)
+            evaluation = evaluate_logits(accelerator, model, eval_loader)
+            metrics = score_logits([evaluation])
+            logger.info(f"epoch {progress.epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
+                        f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
+            accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": progress.epoch + 1},
+                            step=progress.num_updates)
+            progress.history.append(metrics | {"epoch": progress.epoch + 1})
+            progress.epoch, progress.batches_done = progress.epoch + 1, 0
+            path = checkpoint()
+            if stop.requested(now=True):  # a signal at the epoch's last update or during its evaluation
+                raise stop.preempted(path, progress.num_updates)
     if evaluation is None:  # resumed from the last epoch's checkpoint: the run had only the export left to do
         evaluation = evaluate_logits(accelerator, model, eval_loader)
         metrics = score_logits([evaluation])

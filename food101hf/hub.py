@@ -7,13 +7,18 @@ The token comes from the environment (HF_TOKEN) or `hf auth login`, never from a
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # answer --help and refuse bad flags before huggingface_hub loads
+    from food101hf.cli import hub_parser, parse_early
+
+    parse_early(hub_parser)
+
 import contextlib
 import copy
 import json
 import re
+import shutil
 import socket
-import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,6 +26,7 @@ import yaml
 from huggingface_hub import (EvalResult, ModelCard, ModelCardData, constants, create_branch, create_repo, get_token,
                              upload_folder)
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+from huggingface_hub.utils import filter_repo_objects
 
 WEIGHTS = "model.safetensors"
 PUSHED_FILES = [WEIGHTS, "config.json", "README.md", "metrics.json", "train_config.yaml", "base_config.yaml",
@@ -77,10 +83,16 @@ def write_outputs(out_dir: str | Path, model, label_names: list[str], data_confi
                   metrics: dict) -> None:
     """The whole output folder: weights + timm config, metrics.json (with image_size), and the model card.
     train_config.yaml is written at the start of the run, so a crashed run still says what it was."""
+    from .checkpoint import resume_advice
+    from .storage import staged_writes
+
     out_dir = Path(out_dir)
-    export_model(model, out_dir, label_names, image_size, data_config["crop_pct"])
-    (out_dir / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
-    build_card(out_dir).save(out_dir / "README.md")
+    advice = resume_advice(out_dir / "checkpoints")  # a failed write leaves the previous files and no partial one
+    with staged_writes(out_dir, advice, files=f"{WEIGHTS}, config.json and metrics.json") as stage:
+        export_model(model, stage, label_names, image_size, data_config["crop_pct"])
+        (stage / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
+    with staged_writes(out_dir, advice, files="README.md") as stage:
+        build_card(out_dir).save(stage / "README.md")
 
 
 CARD_TEMPLATE = """---
@@ -218,15 +230,31 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
     )
 
 
+def _stage(folder: Path, staging: Path, card: ModelCard) -> None:
+    """The push as a folder of its own: links to the files of `folder` that are pushed (copies where links are not
+    allowed) and the card written for the repo, so that nothing in `folder` changes before the push succeeds."""
+    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+    for name in filter_repo_objects(files, allow_patterns=PUSHED_FILES, ignore_patterns=["README.md"]):
+        target = staging / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            target.symlink_to((folder / name).resolve())
+        except OSError:  # e.g. Windows without the symlink privilege
+            shutil.copy2(folder / name, target)
+    card.save(staging / "README.md")
+
+
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
                 commit_message: str | None = None) -> str:
-    """Regenerate the model card for `repo_id` (always: the card describes this folder, whatever the repo held),
-    then upload the weights, config, card, metrics and recipe in one commit, and remove any pickled weights the
-    repo may hold. The token is huggingface_hub's: HF_TOKEN or `hf auth login`. Returns the commit URL."""
+    """Upload the weights, config, metrics, recipe, report/ and a model card written for `repo_id` (always: the
+    card describes this folder, whatever the repo held) in one commit, and remove any pickled weights the repo may
+    hold. The upload is staged outside `folder`; its README.md becomes the pushed card only once the push has
+    succeeded, so a failed push changes nothing on disk. The token is huggingface_hub's: HF_TOKEN or
+    `hf auth login`. Returns the commit URL; raises HubError saying what to do."""
     folder = Path(folder)
     if not (folder / WEIGHTS).is_file():
         raise HubError(f"{folder} has no {WEIGHTS}: push a folder written by train.py or polish.py")
-    build_card(folder, repo_id, revision).save(folder / "README.md")
+    card = build_card(folder, repo_id, revision)
     kept = (f"the export in {folder} is kept; push it later with "
             f"`python -m food101hf.hub push {folder} {repo_id}`")
     if constants.HF_HUB_OFFLINE:
@@ -234,16 +262,29 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
     if get_token() is None:
         raise HubError(f"no Hub token: set HF_TOKEN or run `hf auth login` to push to {repo_id}; {kept}")
     require_hub(f"pushing to {repo_id}", hint=kept)
-    try:
-        create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        if revision:
-            create_branch(repo_id, branch=revision, exist_ok=True)
-        commit = upload_folder(repo_id=repo_id, folder_path=folder, allow_patterns=PUSHED_FILES,
-                               delete_patterns=PICKLED_WEIGHTS, revision=revision,
-                               commit_message=commit_message or f"Upload {folder.name} with food101hf")
-    except HfHubHTTPError as e:
-        raise HubError(f"the Hub refused the push to {repo_id}: {e}. Check that your token (HF_TOKEN or "
-                       f"`hf auth login`) has write access; {kept}") from None
+    with tempfile.TemporaryDirectory(prefix="food101hf-push-") as staging:
+        try:
+            _stage(folder, Path(staging), card)
+        except OSError as e:
+            raise HubError(f"could not stage the push in {staging}: {e}; {kept}") from None
+        try:
+            create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+            if revision:
+                create_branch(repo_id, branch=revision, exist_ok=True)
+            commit = upload_folder(repo_id=repo_id, folder_path=staging, allow_patterns=PUSHED_FILES,
+                                   delete_patterns=PICKLED_WEIGHTS, revision=revision,
+                                   commit_message=commit_message or f"Upload {folder.name} with food101hf")
+        except HfHubHTTPError as e:
+            raise HubError(f"the Hub refused the push to {repo_id}: {e}. Check that your token (HF_TOKEN or "
+                           f"`hf auth login`) has write access; {kept}") from None
+    from .storage import StorageError, staged_writes
+
+    try:  # the folder's card now says where the model lives
+        with staged_writes(folder, f"The push to {repo_id} succeeded; only the local card is stale",
+                           files="README.md") as stage:
+            card.save(stage / "README.md")
+    except StorageError as e:
+        raise HubError(str(e)) from None
     return commit.commit_url
 
 
@@ -254,24 +295,16 @@ def push_run(folder: str | Path, cfg) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m food101hf.hub", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    push = commands.add_parser("push", help="upload an output folder of train.py or polish.py")
-    push.add_argument("folder")
-    push.add_argument("repo_id")
-    push.add_argument("--private", action="store_true", help="create the repo as private")
-    push.add_argument("--revision", help="branch to push to (created if missing)")
-    push.add_argument("--commit-message")
-    args = parser.parse_args(argv)
-    try:
-        url = push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                          commit_message=args.commit_message)
-    except HubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(url)
+    from .cli import hub_parser
+
+    args = hub_parser().parse_args(argv)
+    print(push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                      commit_message=args.commit_message))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from food101hf import hub  # the package's module (not this __main__ copy): its errors are the ones run knows
+    from food101hf.cli import run
+
+    run(hub.main)

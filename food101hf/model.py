@@ -7,11 +7,35 @@ from pathlib import Path
 
 import timm
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, list_optimizers
 from timm.utils.model import freeze as timm_freeze
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import model_input
+
+
+def check_model(cfg: TrainConfig) -> None:
+    """Refuse, before any data or weights are loaded, a --model timm does not know (or, with --pretrained, whose
+    tag has no weights), an --opt it has no optimizer for, and a --freeze naming modules the model lacks. The
+    model is built on the meta device: no memory, ~30 ms. Raises ConfigError naming the flag."""
+    arch = cfg.model.partition(".")[0]
+    if ":" not in cfg.model:  # hf-hub:/local-dir: names are resolved by timm when the weights load
+        if not timm.is_model(arch):
+            similar = ", ".join(timm.list_models(f"{arch[:6]}*")[:8]) or "see timm.list_models()"
+            raise ConfigError(f"--model {cfg.model}: not a timm model (similar: {similar})")
+        if cfg.pretrained and not timm.models.is_model_pretrained(cfg.model):
+            tags = ", ".join(timm.list_pretrained(f"{arch}.*")[:8]) or "none"
+            raise ConfigError(f"--model {cfg.model}: timm has no pretrained weights of that name (tags of {arch}: "
+                              f"{tags}); or pass --no-pretrained")
+        with torch.device("meta"):
+            model = timm.create_model(arch, num_classes=2)
+        try:
+            freeze_check(model, cfg.freeze_modules())
+        except ValueError as e:
+            raise ConfigError(f"--freeze {cfg.freeze}: {e}") from None
+    if cfg.opt.lower() not in list_optimizers():
+        raise ConfigError(f"--opt {cfg.opt}: not a timm optimizer (e.g. adamw, sgd, lamb; "
+                          f"timm.optim.list_optimizers() lists them)")
 
 
 def create_model(cfg: TrainConfig, num_classes: int, init: str | None = None) -> torch.nn.Module:
@@ -37,13 +61,20 @@ def trained_folder(ref: str | Path) -> Path:
 
     folder = Path(ref).expanduser()
     if not folder.is_dir():
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
+        nowhere = f"{ref}: no such folder (in {Path.cwd()})"
         repo_id, _, revision = str(ref).partition("@")
         if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
-            raise FileNotFoundError(f"{ref}: no such folder, and not a Hub repo id (org/name)")
-        with hub_errors(f"model {ref}", hint="pass a local folder written by train.py"):
-            folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=FETCHED_FILES))
+            raise FileNotFoundError(f"{nowhere}, and not a Hub repo id (org/name)")
+        hint = "pass a local folder written by train.py or polish.py"
+        with hub_errors(f"model {ref} (no such folder in {Path.cwd()}, so a Hub repo of that name)", hint=hint):
+            try:
+                folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=FETCHED_FILES))
+            except (RepositoryNotFoundError, RevisionNotFoundError):
+                raise FileNotFoundError(f"{nowhere}, and no Hub repo {ref} at {constants.ENDPOINT} (or it is private "
+                                        f"and HF_TOKEN cannot see it); {hint}") from None
     if not (folder / WEIGHTS).is_file():
         raise FileNotFoundError(f"{ref}: no {WEIGHTS}; expected a folder written by train.py or polish.py")
     return folder
@@ -59,14 +90,19 @@ def freeze(model: torch.nn.Module, module_names: list[str]) -> None:
     """Freeze the named modules: no gradients, and their BatchNorms become FrozenBatchNorm2d (running statistics
     fixed, in train mode too). For ResNet-18 the default stem + layer1 is 32% of forward FLOPs, and autograd then
     skips their backward entirely because nothing before them needs a gradient."""
+    freeze_check(model, module_names)
+    if module_names:
+        timm_freeze(model, module_names)
+
+
+def freeze_check(model: torch.nn.Module, module_names: list[str]) -> None:
+    """Raise ValueError if a name is not a module of `model`, listing its top-level modules."""
     modules = dict(model.named_modules())
     unknown = [name for name in module_names if name not in modules]
     if unknown:
         children = ", ".join(name for name, _ in model.named_children())
         raise ValueError(f"cannot freeze {', '.join(unknown)}: not a module of {type(model).__name__}. "
                          f"Top-level modules: {children}")
-    if module_names:
-        timm_freeze(model, module_names)
 
 
 def reestimate_batchnorm(model: torch.nn.Module, loader, num_batches: int, device: torch.device | str) -> int:

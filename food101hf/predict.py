@@ -17,7 +17,11 @@ offline (HF_HUB_OFFLINE=1) once fetched.
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # answer --help and refuse bad flags before torch and timm load
+    from food101hf.cli import parse_early, predict_parser
+
+    parse_early(predict_parser)
+
 import contextlib
 import io
 import json
@@ -239,29 +243,16 @@ def expand(paths: list[str], ignored: dict[str, list[Path]] | None = None) -> li
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="food101hf-predict", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="folder written by train.py/polish.py, or Hub repo id")
-    parser.add_argument("--top-k", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--device", help="e.g. cpu, cuda, cuda:1 (default: cuda if available)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
-    parser.add_argument("-v", "--verbose", action="store_true", help="say on stderr how many torch threads run")
-    parser.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS")
-    args = parser.parse_args(argv)
-    from .hub import HubError
+    """The command line; exit status 0 (all answered), 1 (some inputs unreadable), 2 (bad flag or model)."""
+    from .cli import predict_parser
     from .runtime import set_num_threads
 
+    args = predict_parser().parse_args(argv)
     threads = set_num_threads()
     if args.verbose:
         print(f"{threads.count} torch thread(s) ({threads.reason})", file=sys.stderr)
-
-    try:
-        predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
-                              precision=args.precision)
-    except (HubError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
+                          precision=args.precision)
     ignored: dict[str, list[Path]] = defaultdict(list)
     files = expand(args.inputs, ignored)
     for reason, paths in ignored.items():
@@ -279,5 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def console_main() -> None:
+    """The `food101hf-predict` console script, and `python -m food101hf.predict`."""
+    from food101hf.cli import run
+    from food101hf.predict import main as package_main  # the package's module, not __main__'s copy
+
+    run(package_main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

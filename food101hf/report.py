@@ -12,22 +12,27 @@ card shows). train.py writes it into OUTPUT_DIR/report/ after training (--no-rep
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # answer --help and refuse bad flags before torch and matplotlib load
+    from food101hf.cli import parse_early, report_parser
+
+    parse_early(report_parser)
+
 import csv
 import json
 import logging
 import math
 import shutil
-import sys
 import textwrap
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoint import resume_advice
 from .data import DatasetError
 from .decode import open_rgb
 from .engine import evaluate_logits, ranked_predictions, score_logits
+from .storage import staged_writes
 
 PER_CLASS_FIELDS = ["label", "accuracy", "support", "precision", "recall", "f1"]
 PAIR_FIELDS = ["true_label", "predicted_label", "count", "share_of_true_class"]
@@ -143,13 +148,17 @@ def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, ti
     return pixels, pixels
 
 
-def plot_mistakes(images: list, captions: list[str], path: Path, title: str, cols: int = 6) -> tuple[int, int]:
-    """A grid of images, each with its caption; a single line of text when there are none. Returns the
-    picture's (width, height) in pixels."""
+TILE = 250  # px per image column; a caption line holds CAPTION_CHARS characters of 9 pt DejaVu Sans in it
+CAPTION_CHARS = 30
+
+
+def mistakes_figure(images: list, captions: list[str], title: str, cols: int = 6) -> Figure:
+    """A grid of images, each with its caption (at most four lines, see `_caption`); a single line of text when
+    there are none. Every tile has the same room for its caption, so captions never overlap the row above."""
     from matplotlib.figure import Figure
 
     rows = max(1, math.ceil(len(images) / cols))
-    width, height = 250 * cols, 260 * rows + 60
+    width, height = TILE * cols, 300 * rows + 60
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
     fig.suptitle(title, fontsize=12)
     if not images:
@@ -158,14 +167,27 @@ def plot_mistakes(images: list, captions: list[str], path: Path, title: str, col
         ax.set_axis_off()
         if i < len(images):
             ax.imshow(images[i])
-            ax.set_title(captions[i], fontsize=9)
+            ax.set_title(captions[i], fontsize=9, loc="left", wrap=False)
+    return fig
+
+
+def plot_mistakes(images: list, captions: list[str], path: Path, title: str, cols: int = 6) -> tuple[int, int]:
+    """`mistakes_figure` saved to `path`. Returns the picture's (width, height) in pixels."""
+    fig = mistakes_figure(images, captions, title, cols)
     fig.savefig(path, dpi=DPI)
-    return width, height
+    width, height = fig.get_size_inches() * DPI
+    return round(width), round(height)
 
 
 def _caption(true: str, predicted: str, confidence: float) -> str:
-    wrap = lambda text: textwrap.shorten(text, 34, placeholder="…")  # noqa: E731
-    return f"true: {wrap(true)}\npredicted: {wrap(predicted)} ({confidence:.0%})"
+    """Two lines at most per class name, wrapped at word boundaries (Food-101's names read with spaces:
+    `lobster_roll_sandwich` -> "lobster roll sandwich"), each line short enough for its tile."""
+    def wrap(prefix: str, name: str, suffix: str = "") -> str:
+        lines = textwrap.wrap(prefix + name.replace("_", " ") + suffix, CAPTION_CHARS, max_lines=2,
+                              placeholder="…", break_long_words=True)
+        return "\n".join(lines)
+
+    return f"{wrap('true: ', true)}\n{wrap('predicted: ', predicted, f' ({confidence:.0%})')}"
 
 
 # ---- files ----
@@ -307,39 +329,21 @@ def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out
     end_training), from `evaluation` (the final model's (logits, labels) on eval_loader) when given; with
     --no-report, an earlier run's report/ is removed instead: it describes other weights."""
     if cfg.report:
-        write_report(accelerator, model, eval_loader, label_names, out / "report", cfg.image_size,
-                     eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                     title=f"Error analysis of {out.name}", evaluation=evaluation)
+        with staged_writes(out / "report", resume_advice(out / "checkpoints"), files="the report") as stage:
+            write_report(accelerator, model, eval_loader, label_names, stage, cfg.image_size,
+                         eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
+                         title=f"Error analysis of {out.name}", evaluation=evaluation)
     elif accelerator.is_main_process:
         shutil.rmtree(out / "report", ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli import report_parser, setup_logging
     from .config import TrainConfig
 
-    defaults = TrainConfig()
-    parser = argparse.ArgumentParser(prog="python -m food101hf.report", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", help="folder written by train.py or polish.py, or a Hub repo id (org/name[@rev])")
-    parser.add_argument("--dataset", required=True, help="Hub id, local image folder, or 'demo'")
-    parser.add_argument("--split", help="split to evaluate (default: validation or test, else the stratified "
-                                        "hold-out train.py used, set by --val-fraction and --seed)")
-    parser.add_argument("--image-size", type=int, help="evaluation resolution (default: the model's own)")
-    parser.add_argument("--tta", action="store_true", help="average the logits over each image and its mirror")
-    parser.add_argument("--output-dir", help="where to write the report (required) or the audit (optional)")
-    parser.add_argument("--audit", action="store_true", help="audit the dataset's files instead: modes, sizes, "
-                                                             "duplicates and unreadable files per split")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per process per step")
-    parser.add_argument("--num-workers", type=int, default=defaults.num_workers)
-    parser.add_argument("--max-eval-samples", type=int, help="evaluate only the first N images")
-    parser.add_argument("--val-fraction", type=float, default=defaults.val_fraction)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--image-column", default=defaults.image_column)
-    parser.add_argument("--label-column", default=defaults.label_column)
-    parser.add_argument("--mixed-precision", default=defaults.mixed_precision, help="as in train.py")
+    parser = report_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S", level=logging.INFO)
-    logging.getLogger("timm").setLevel(logging.WARNING)  # two lines about which weights file it loaded
+    setup_logging()
     if not args.audit and not (args.model and args.output_dir):
         parser.error("a report needs --model and --output-dir (or pass --audit)")
     cfg = TrainConfig(dataset=args.dataset, image_column=args.image_column, label_column=args.label_column,
@@ -379,9 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     loader = torch.utils.data.DataLoader(with_transform(dataset, transform, cfg.image_column, cfg.label_column),
                                          batch_size=cfg.batch_size, num_workers=cfg.num_workers, shuffle=False)
     model, loader = accelerator.prepare(model, loader)
-    metrics = write_report(accelerator, model, loader, label_names, args.output_dir, image_size, tta=args.tta,
-                           eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                           title=f"Error analysis of {args.model}")
+    with staged_writes(args.output_dir, "Free space (or pass another --output-dir) and rerun", "the report") as stage:
+        metrics = write_report(accelerator, model, loader, label_names, stage, image_size, tta=args.tta,
+                               eval_split=eval_split, image_column=cfg.image_column,
+                               label_column=cfg.label_column, title=f"Error analysis of {args.model}")
     if accelerator.is_main_process:
         print(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; report written to "
               f"{Path(args.output_dir).resolve()}")
@@ -390,10 +395,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from .hub import HubError
+    from food101hf import report  # the package's module (not this __main__ copy): its errors are the ones run knows
+    from food101hf.cli import run
 
-    try:
-        sys.exit(main())
-    except (DatasetError, HubError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    run(report.main)

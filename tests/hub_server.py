@@ -4,13 +4,17 @@ huggingface_hub client (point it here with HF_ENDPOINT; disable Xet with HF_HUB_
 It serves the calls huggingface_hub 2.x makes for
 - a push: create_repo, create_branch, README metadata validation, preupload (regular or LFS), the LFS batch API and
   the single-part LFS upload it hands out, and the ndjson commit;
-- a pull: repo info (at a revision), the file tree, and HEAD/GET on resolve URLs with the ETag and X-Repo-Commit
-  headers the download cache keys on.
+- a pull: repo info (at a revision), the file tree, paths-info, and HEAD/GET on resolve URLs with the ETag and
+  X-Repo-Commit headers the download cache keys on;
+for model repos (`/api/models/ORG/NAME/...`, `/ORG/NAME/resolve/...`) and, read-only, dataset repos
+(`/api/datasets/ORG/NAME/...`, `/datasets/ORG/NAME/resolve/...`: what `datasets.load_dataset("org/name")` calls:
+the README.md dataset card, repo info, the tree of data files, then each parquet shard). A missing repo answers
+404 with X-Error-Code RepoNotFound, as the Hub does. Seed read-only repos with `add_repo`.
 It keeps every commit of every repo in memory and serves back exactly what was pushed. Write calls must carry
 `Authorization: Bearer <token>`; private repos are invisible without it.
 
     with HubServer(token="hf_fake") as hub:   # hub.url -> "http://127.0.0.1:PORT"
-        ...
+        hub.add_repo("ethz/food101", {"README.md": card, "data/train-00000-of-00001.parquet": shard}, "dataset")
 """
 
 from __future__ import annotations
@@ -75,6 +79,15 @@ class HubServer:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def add_repo(self, repo_id: str, files: dict[str, bytes], repo_type: str = "model") -> None:
+        """A public repo holding `files` on main (repo_type "model" or "dataset"), as if someone had pushed them."""
+        key = repo_id if repo_type == "model" else f"{repo_type}s/{repo_id}"
+        repo = self.repos[key] = Repo(private=False)
+        tree = {".gitattributes": File(GITATTRIBUTES + b"*.parquet filter=lfs diff=lfs merge=lfs -text\n", lfs=False)}
+        tree |= {path: File(content, lfs=path.endswith((*LFS_SUFFIXES, ".parquet")))
+                 for path, content in files.items()}
+        self._new_commit(repo, "main", tree, "initial commit")
 
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
         """What a repo holds at a branch or commit, for assertions."""
@@ -196,8 +209,20 @@ class HubServer:
     def repo_info(self, repo_id: str, revision: str, authorised: bool) -> tuple[int, dict]:
         repo = self._repo(repo_id, authorised)
         sha = self._commit(repo, revision)
-        return 200, {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private,
-                     "siblings": [{"rfilename": path} for path in sorted(repo.commits[sha])]}
+        return 200, {"id": repo_id.removeprefix("datasets/"), "modelId": repo_id, "sha": sha,
+                     "private": repo.private, "siblings": [{"rfilename": path} for path in sorted(repo.commits[sha])]}
+
+    def paths_info(self, repo_id: str, revision: str, paths: list[str], authorised: bool) -> tuple[int, list]:
+        repo = self._repo(repo_id, authorised)
+        tree = repo.commits[self._commit(repo, revision)]
+        found = []
+        for path in paths:
+            path = path.strip("/")
+            if path in tree:
+                found.append(self._entry(path, tree[path]))
+            elif any(p.startswith(path + "/") for p in tree):
+                found.append({"type": "directory", "path": path, "oid": git_oid(path.encode())})
+        return 200, found
 
     def tree(self, repo_id: str, revision: str, path: str, recursive: bool, authorised: bool) -> tuple[int, list]:
         repo = self._repo(repo_id, authorised)
@@ -286,15 +311,26 @@ def _handler_class(hub: HubServer):
 
         def _route(self, path: str, query: dict, authorised: bool):
             method = self.command
+            # dataset repos: the model routes below, with the repo kept under "datasets/ORG/NAME"
+            kind = "datasets/" if path.startswith(("/datasets/", "/api/datasets/")) else ""
+            path = path.replace("/api/datasets/", "/api/models/", 1) if kind else path
+            path = path.removeprefix("/datasets") if kind and not path.startswith("/api/") else path
             if method in ("HEAD", "GET") and (m := re.fullmatch(rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)):
-                headers, content = hub.resolve(m["repo"], unquote(m["rev"]), unquote(m["file"]), authorised)
+                headers, content = hub.resolve(kind + m["repo"], unquote(m["rev"]), unquote(m["file"]), authorised)
                 return self._send(200, headers=headers, body=content)
             if method == "GET" and (m := re.fullmatch(rf"/api/models/{REPO}(/revision/(?P<rev>[^/]+))?", path)):
-                return self._send(*hub.repo_info(m["repo"], unquote(m["rev"] or "main"), authorised))
+                return self._send(*hub.repo_info(kind + m["repo"], unquote(m["rev"] or "main"), authorised))
             if method == "GET" and (m := re.fullmatch(rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)(?P<p>/.*)?", path)):
                 recursive = query.get("recursive", "").lower() == "true"
-                return self._send(*hub.tree(m["repo"], unquote(m["rev"]), unquote(m["p"] or ""), recursive,
+                return self._send(*hub.tree(kind + m["repo"], unquote(m["rev"]), unquote(m["p"] or ""), recursive,
                                             authorised))
+            if method == "POST" and (m := re.fullmatch(rf"/api/models/{REPO}/paths-info/(?P<rev>[^/]+)", path)):
+                body = self._body()
+                paths = (json.loads(body)["paths"] if body.lstrip().startswith(b"{") else
+                         [unquote(v) for k, v in (p.split("=", 1) for p in body.decode().split("&")) if k == "paths"])
+                return self._send(*hub.paths_info(kind + m["repo"], unquote(m["rev"]), paths, authorised))
+            if kind:
+                raise HubError(404, f"no route for {method} /{kind}{path}")
             if method == "POST" and path == "/api/validate-yaml":
                 return self._send(*validate_card(json.loads(self._body())["content"]))
             if method == "PUT" and (m := re.fullmatch(r"/lfs-upload/(?P<oid>[0-9a-f]{64})", path)):

@@ -21,7 +21,8 @@ def run():
     AcceleratorState._reset_state(True)
 
 
-SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1)
+DATA = {"train": {"images": 32, "fingerprint": "a1"}, "eval": {"images": 9, "fingerprint": "e1"}}
+SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1, DATA)
 
 
 def test_checkpoints_are_renamed_into_place_and_pruned_after_the_new_one_is_complete(run, tmp_path):
@@ -59,17 +60,28 @@ def test_resume_restores_weights_and_progress(run, tmp_path):
 def test_a_checkpoint_of_another_run_is_refused_naming_the_differences(run, tmp_path):
     accelerator, _ = run
     path = save_checkpoint(accelerator, tmp_path, Progress(SIGNATURE, num_updates=1), keep=1)
-    other = run_signature(TrainConfig(model="resnet34", image_size=224), ["a", "b"], 1)
+    other = run_signature(TrainConfig(model="resnet34", image_size=224), ["a", "b"], 1, DATA)
     with pytest.raises(CheckpointError, match=r"image_size: checkpoint 192, now 224; model: checkpoint"):
         load_checkpoint(accelerator, path, other)
 
 
 def test_operational_settings_may_change_on_resume():
-    a = run_signature(TrainConfig(num_workers=8, output_dir="x", resume="auto"), ["a"], 1)
-    assert a == run_signature(TrainConfig(), ["a"], 1)
-    assert a != run_signature(TrainConfig(), ["a"], 2)  # the global batch, and so the schedule, would change
+    a = run_signature(TrainConfig(num_workers=8, output_dir="x", resume="auto"), ["a"], 1, DATA)
+    assert a == run_signature(TrainConfig(), ["a"], 1, DATA)
+    assert a != run_signature(TrainConfig(), ["a"], 2, DATA)  # the global batch, and so the schedule, would change
 
 
 def test_resume_from_a_path_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         find_checkpoint(str(tmp_path), tmp_path)
+
+
+def test_a_checkpoint_of_other_data_is_refused_naming_the_split_sizes_and_fingerprints(run, tmp_path):
+    accelerator, _ = run
+    path = save_checkpoint(accelerator, tmp_path, Progress(SIGNATURE, num_updates=1), keep=1)
+    fewer = {"train": {"images": 24, "fingerprint": "a2"}, "eval": DATA["eval"]}
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(accelerator, path, run_signature(TrainConfig(), ["a", "b"], 1, fewer))
+    assert str(error.value) == (f"{path} comes from other data (train split: checkpoint 32 images (fingerprint a1), "
+                                f"now 24 (fingerprint a2)). Resume with the same settings and data, or use another "
+                                f"--output-dir to start afresh")

@@ -1,7 +1,8 @@
 import pytest
 import yaml
 
-from food101hf.config import PolishConfig, TrainConfig, parse_config, save_config
+from food101hf.cli import UsageError
+from food101hf.config import ConfigError, PolishConfig, TrainConfig, parse_config, save_config
 
 
 def test_defaults_are_the_food101_recipe():
@@ -21,37 +22,83 @@ def test_flags_override_yaml_which_overrides_defaults(tmp_path):
     assert cfg.epochs == TrainConfig.epochs  # untouched default
 
 
-def test_unknown_yaml_key_fails_listing_valid_keys(tmp_path, capsys):
+def test_unknown_yaml_key_fails_listing_valid_keys(tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("image_sise: 96\n")
-    with pytest.raises(SystemExit) as exit_:
+    with pytest.raises(ConfigError, match="unknown config key.s. image_sise. Valid keys: dataset, .*image_size"):
         parse_config(TrainConfig, ["--config", str(preset)])
-    assert exit_.value.code == 2
-    err = capsys.readouterr().err
-    assert "image_sise" in err and "Valid keys:" in err and "image_size" in err
 
 
-def test_unknown_flag_fails_listing_valid_flags(capsys):
-    with pytest.raises(SystemExit):
-        parse_config(TrainConfig, ["--learning-rate", "1"])
-    err = capsys.readouterr().err
-    assert "--learning-rate" in err and "--lr" in err and "--image-size" in err
+def test_unknown_flag_fails_suggesting_the_closest():
+    with pytest.raises(UsageError) as error:
+        parse_config(TrainConfig, ["--batchsize", "8"], prog="train.py")
+    assert str(error.value) == ("unrecognized arguments: --batchsize (did you mean --batch-size?) 8 "
+                                "(`train.py --help` lists the flags)")
 
 
-def test_abbreviated_flags_are_not_guessed(capsys):
-    with pytest.raises(SystemExit):
+def test_abbreviated_flags_are_not_guessed():
+    with pytest.raises(UsageError, match="unrecognized arguments: --image"):
         parse_config(TrainConfig, ["--image", "64"])
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--epochs", "two"], "epochs must be int"),
-    (["--epochs", "1.5"], "epochs must be int"),
-    (["--lr", "none"], "lr must be float"),
+    (["--epochs", "two"], "--epochs must be int, got 'two'"),
+    (["--epochs", "1.5"], "--epochs must be int, got '1.5'"),
+    (["--lr", "none"], "--lr must be float, got 'none'"),
 ])
-def test_bad_values_name_the_field(argv, message, capsys):
-    with pytest.raises(SystemExit):
+def test_bad_values_name_the_flag(argv, message):
+    with pytest.raises(ConfigError) as error:
         parse_config(TrainConfig, argv)
-    assert message in capsys.readouterr().err
+    assert str(error.value) == message
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-size", "9"], "--batch-size 9: Mixup/CutMix (--mixup 0.2, --cutmix 1.0) mixes each batch with its "
+                            "mirror and needs an even batch per process; use 8 or 10, or --mixup 0 --cutmix 0"),
+    (["--epochs", "0"], "--epochs 0: must be at least 1"),
+    (["--epochs", "2", "--warmup-epochs", "2"], "--warmup-epochs 2.0 is not shorter than --epochs 2: the learning "
+                                                "rate would never reach its cosine; use a warmup below 2 epochs"),
+    (["--lr", "0"], "--lr 0.0: must be positive"),
+    (["--min-lr", "0.1"], "--min-lr 0.1 is above --lr 0.001: the cosine would climb instead of decay"),
+    (["--image-size", "16"], "--image-size 16: must be at least 32"),
+    (["--val-fraction", "1"], "--val-fraction 1.0: must be between 0 and 1"),
+    (["--mixed-precision", "fp8"], "--mixed-precision fp8: must be one of auto, no, fp16, bf16"),
+    (["--push-to-hub", "my-model"], "--push-to-hub my-model: not a Hub repo id (org/name)"),
+    (["--freeze", ","], "--freeze ',': name modules, comma-separated, or 'none'"),
+])
+def test_settings_that_cannot_work_are_refused_naming_the_flag(argv, message):
+    with pytest.raises(ConfigError) as error:
+        parse_config(TrainConfig, argv)
+    assert str(error.value) == message
+
+
+def test_odd_batch_is_fine_without_mixup_and_polish_allows_0_epochs():
+    assert parse_config(TrainConfig, ["--batch-size", "9", "--mixup", "0", "--cutmix", "0"]).batch_size == 9
+    assert parse_config(PolishConfig, ["--init", "x", "--epochs", "0"]).epochs == 0
+    with pytest.raises(ConfigError, match="^--init is required: a folder written by train.py or polish.py"):
+        parse_config(PolishConfig, [])
+
+
+def test_a_preset_warmup_as_long_as_the_run_is_capped_and_logged(caplog):
+    with caplog.at_level("WARNING"):
+        cfg = parse_config(TrainConfig, ["--config", "configs/food101.yaml", "--epochs", "1"])
+    assert cfg.warmup_epochs == 0.5
+    assert caplog.messages == ["the warmup of 2 epochs (from the preset) is not shorter than the 1-epoch run: "
+                               "warming up for 0.5 epochs (50% of the run) instead; pass --warmup-epochs to choose"]
+    assert parse_config(TrainConfig, ["--config", "configs/food101.yaml", "--epochs", "3"]).warmup_epochs == 2
+
+
+def test_polish_does_not_offer_what_it_takes_from_the_init():
+    for argv in (["--model", "resnet50"], ["--pretrained"], ["--drop-rate", "0.1"]):
+        with pytest.raises(ConfigError, match=f"^{argv[0]}: polish.py takes it from the model it starts from"):
+            parse_config(PolishConfig, ["--init", "x", *argv], prog="polish.py")
+
+
+def test_a_local_dataset_folder_is_recorded_as_an_absolute_path(image_folder, monkeypatch):
+    monkeypatch.chdir(image_folder.parent)
+    assert parse_config(TrainConfig, ["--dataset", "food"]).dataset == str(image_folder.resolve())
+    assert parse_config(TrainConfig, ["--dataset", "ethz/food101"]).dataset == "ethz/food101"
+    assert parse_config(TrainConfig, ["--dataset", "demo"]).dataset == "demo"
 
 
 def test_none_for_optional_fields_and_freeze_none():

@@ -143,7 +143,7 @@ def test_single_class_and_missing_folder_are_clear_errors(tmp_path):
     write_image_folder(tmp_path / "one" / "train", ["pizza"], 3)
     with pytest.raises(DatasetError, match="at least 2"):
         load_splits(TrainConfig(dataset=str(tmp_path / "one")))
-    with pytest.raises(DatasetError, match="does not exist"):
+    with pytest.raises(DatasetError, match="nope: no such folder .in .*, and not a Hub dataset id"):
         load_splits(TrainConfig(dataset=str(tmp_path / "nope")))
 
 
@@ -192,3 +192,27 @@ def test_a_class_whose_every_image_is_unreadable_is_refused(tmp_path):
         image.write_bytes(b"broken")
     with pytest.raises(DatasetError, match="no readable training images for class.*beignets"):
         load_splits(TrainConfig(dataset=str(tmp_path / "d")))
+
+
+def test_a_max_train_samples_subset_says_which_classes_it_left_out_and_why(image_folder, caplog):
+    with caplog.at_level("WARNING"):
+        splits = load_splits(TrainConfig(dataset=str(image_folder), max_train_samples=2, num_workers=0))
+    present = {splits.label_names[label] for label in splits.train["label"]}
+    absent = [name for name in splits.label_names if name not in present]
+    assert len(splits.train) == 2 and absent
+    assert caplog.messages == [
+        f"the --max-train-samples subset (a seeded random 2 of 24 training images) has no readable image of "
+        f"{len(absent)} of the 3 classes ({', '.join(absent)}): the model cannot learn them in this run; raise "
+        f"--max-train-samples for every class to appear"]
+
+
+def test_the_data_identity_changes_with_the_photos_and_the_subset(image_folder):
+    cfg = TrainConfig(dataset=str(image_folder), num_workers=0)
+    identity = load_splits(cfg).identity()
+    assert identity == load_splits(cfg).identity()  # stable across loads
+    assert identity["train"]["images"] == 24 and identity["eval"]["images"] == 9
+    subset = load_splits(TrainConfig(dataset=str(image_folder), num_workers=0, max_train_samples=12)).identity()
+    assert subset["train"]["fingerprint"] != identity["train"]["fingerprint"]
+    next((image_folder / "train" / "beignets").glob("*.jpg")).unlink()
+    changed = load_splits(cfg).identity()
+    assert changed["train"]["images"] == 23 and changed["train"]["fingerprint"] != identity["train"]["fingerprint"]

@@ -111,15 +111,40 @@ def test_push_needs_a_token_with_write_access(hub, model_dir, monkeypatch):
     assert "food/x" not in hub.repos and (model_dir / "model.safetensors").is_file()
 
 
-def test_offline_push_fails_at_once_and_keeps_the_export(model_dir, monkeypatch, capsys):
+def test_offline_push_fails_at_once_and_keeps_the_export(model_dir, monkeypatch):
     point_client_at(monkeypatch, "http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(HubError, match="cannot reach the Hub at http://127.0.0.1:9"):
         push_folder(model_dir, "food/x")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert main(["push", str(model_dir), "food/x"]) == 1
-    err = capsys.readouterr().err
-    assert "HF_HUB_OFFLINE is set" in err and f"python -m food101hf.hub push {model_dir} food/x" in err
+    with pytest.raises(HubError) as error:  # printed in one line, exit status 2, by food101hf.cli.run
+        main(["push", str(model_dir), "food/x"])
+    assert "HF_HUB_OFFLINE is set" in str(error.value)
+    assert f"python -m food101hf.hub push {model_dir} food/x" in str(error.value)
     assert (model_dir / "model.safetensors").is_file()
+
+
+def snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_failed_push_changes_nothing_on_disk(hub, tmp_path, monkeypatch):
+    folder = export_model_folder(tmp_path / "run", sorted(CLASSES), dataset=str(tmp_path / "photos"))
+    before = snapshot(folder)
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong")  # the Hub refuses the push
+    with pytest.raises(HubError, match="refused the push"):
+        push_folder(folder, "food/refused")
+    point_client_at(monkeypatch, "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(HubError, match="cannot reach the Hub"):
+        push_folder(folder, "food/unreachable")
+    assert snapshot(folder) == before  # README.md too: the card for the repo is written only once pushed
+
+
+def test_a_successful_push_writes_the_repos_card_and_a_local_dataset_is_never_a_hub_dataset(hub, tmp_path):
+    folder = export_model_folder(tmp_path / "run", sorted(CLASSES), dataset=str(tmp_path / "photos"))
+    push_folder(folder, "food/local")
+    card = (folder / "README.md").read_text()
+    assert card == hub.files("food/local")["README.md"].decode() and "hf-hub:food/local" in card
+    assert "datasets:" not in card and "type: imagefolder" in card
 
 
 def test_pulled_model_predicts_like_the_local_one_and_then_works_offline(hub, model_dir, tmp_path, monkeypatch):

@@ -114,4 +114,5 @@ def test_the_hub_being_unavailable_is_said_at_once_with_advice(flags, advice, of
 def test_a_missing_dataset_folder_is_one_line_not_a_traceback(tmp_path):
     result = run_script("train.py", "--dataset", str(tmp_path / "nowhere"), "--output-dir", str(tmp_path / "x"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "does not exist" in result.stderr
+    assert f"error: --dataset {tmp_path / 'nowhere'}: no such folder (in {ROOT}), and not a Hub dataset id" \
+        in result.stderr

@@ -3,6 +3,7 @@ import json
 import re
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,32 @@ def test_report_and_audit_commands_on_a_trained_model(image_folder, tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"| bad files (training skips them) | {len(bad)} | 0 |" in result.stdout
     assert json.loads((tmp_path / "audit" / "audit.json").read_text())["duplicate_groups"] == 2
+
+
+FOOD101 = (Path(__file__).parent / "data" / "food101_classes.txt").read_text().split()
+
+
+def test_confident_mistakes_captions_fit_their_tiles_with_food101s_longest_names():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+
+    from food101hf.report import _caption, mistakes_figure
+
+    assert len(FOOD101) == 101 and FOOD101[16:18] == ["cheesecake", "cheese_plate"]  # the Hub's order
+    longest = sorted(FOOD101, key=len, reverse=True)[:24]
+    pairs = [("lobster_roll_sandwich", "strawberry_shortcake")] + list(zip(longest, reversed(longest)))[:23]
+    images = [Image.new("RGB", (400, 300), (200, 120, 60)) for _ in pairs]
+    fig = mistakes_figure(images, [_caption(t, p, 0.97) for t, p in pairs], "24 mistakes")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    width, height = fig.get_size_inches() * fig.dpi
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title(loc="left")]
+    tiles = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_title(loc="left")]
+    assert len(boxes) == 24
+    for i, box in enumerate(boxes):
+        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, "caption outside the picture"
+        assert box.x1 <= tiles[i].x0 + 250, "caption wider than its tile"
+        assert not any(box.overlaps(other) for other in boxes[i + 1:]), "captions overlap"
+        assert not any(box.overlaps(tile) for j, tile in enumerate(tiles) if j != i), "caption over another image"
+    assert _caption("lobster_roll_sandwich", "strawberry_shortcake", 0.97) == (
+        "true: lobster roll sandwich\npredicted: strawberry\nshortcake (97%)")

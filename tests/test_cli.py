@@ -1,0 +1,168 @@
+"""Every entry point as a user types it: a failure caused by a flag is one line on stderr, exit status 2, no
+traceback, and nothing written; --help answers before the heavy libraries load and reads well."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_script
+from hub_server import HubServer
+
+HUB_ENV = {"HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error line of a failed run, after checking it failed as a user error should."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    return errors[0].removeprefix("error: ")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "9"], "--batch-size 9: Mixup/CutMix (--mixup 0.2, --cutmix 1.0) mixes each batch with its "
+                            "mirror and needs an even batch per process; use 8 or 10, or --mixup 0 --cutmix 0"),
+    (["--epochs", "0"], "--epochs 0: must be at least 1"),
+    (["--epochs", "1", "--warmup-epochs", "2"], "--warmup-epochs 2.0 is not shorter than --epochs 1: the learning "
+                                                "rate would never reach its cosine; use a warmup below 1 epochs"),
+    (["--freeze", "conv1,layer9"], "--freeze conv1,layer9: cannot freeze layer9: not a module of ResNet. "
+                                   "Top-level modules: conv1, bn1, act1, maxpool, layer1, layer2, layer3, layer4, "
+                                   "global_pool, fc"),
+    (["--opt", "adamx"], "--opt adamx: not a timm optimizer (e.g. adamw, sgd, lamb; timm.optim.list_optimizers() "
+                         "lists them)"),
+    (["--resume", "nowhere"], "nowhere is not a checkpoint (no progress.json); checkpoints are the update-* "
+                              "folders under OUTPUT_DIR/checkpoints"),
+    (["--batchsize", "8"], "unrecognized arguments: --batchsize (did you mean --batch-size?) 8 "
+                           "(`train.py --help` lists the flags)"),
+])
+def test_train_refuses_what_cannot_work_in_one_line_before_any_work(flags, message, image_folder, tmp_path):
+    out = tmp_path / "out"
+    result = run_script("train.py", "--dataset", str(image_folder), "--output-dir", str(out), *flags)
+    assert one_line_error(result) == message
+    assert not out.exists()  # a failed start leaves nothing behind
+    assert "Downloading data" not in result.stderr and "checking train images" not in result.stderr  # no data load
+
+
+def test_a_mistyped_hub_dataset_is_one_line_naming_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with HubServer(token="hf_x") as hub:
+        result = run_script("train.py", "--dataset", "ethz/food102", "--output-dir", str(tmp_path / "out"),
+                            env=HUB_ENV | {"HF_ENDPOINT": hub.url}, timeout=120)
+    assert one_line_error(result) == (
+        f"--dataset ethz/food102: no such folder (in {ROOT}), and no such dataset on the Hub ({hub.url}); check "
+        f"the spelling (Food-101 is ethz/food101), or pass a local image folder or --dataset demo")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_local_model_is_not_reported_as_a_hub_problem(image_folder, tmp_path):
+    with HubServer(token="hf_x") as hub:
+        predicted = run_script("-m", "food101hf.predict", "--model", "outputs/nope", str(image_folder),
+                               env=HUB_ENV | {"HF_ENDPOINT": hub.url})
+        polished = run_script("polish.py", "--init", "outputs/nope", "--output-dir", str(tmp_path / "out"),
+                              env=HUB_ENV | {"HF_ENDPOINT": hub.url})
+    expected = (f"outputs/nope: no such folder (in {ROOT}), and no Hub repo outputs/nope at {hub.url} (or it is "
+                f"private and HF_TOKEN cannot see it); pass a local folder written by train.py or polish.py")
+    assert one_line_error(predicted) == expected and one_line_error(polished) == expected
+    assert not (tmp_path / "out").exists()
+    offline = run_script("-m", "food101hf.predict", "--model", "outputs/nope", str(image_folder))
+    assert one_line_error(offline).startswith(f"model outputs/nope (no such folder in {ROOT}, so a Hub repo of "
+                                              f"that name) is not in the local cache")
+
+
+@pytest.mark.parametrize("command, message", [
+    (["polish.py"], "--init is required: a folder written by train.py or polish.py, or a Hub repo id (org/name)"),
+    (["polish.py", "--init", "x", "--model", "resnet50"],
+     "--model: polish.py takes it from the model it starts from (--init)"),
+    (["-m", "food101hf.report", "--dataset", "demo", "--tta", "--top-k", "3"],
+     "unrecognized arguments: --top-k 3 (`python -m food101hf.report --help` lists the flags)"),
+    (["-m", "food101hf.report", "--dataset", "demo", "--model", "./outputs/nope", "--output-dir", "R"],
+     f"./outputs/nope: no such folder (in {ROOT}), and not a Hub repo id (org/name)"),
+    (["-m", "food101hf.predict", "photo.jpg"],
+     "the following arguments are required: --model (`python -m food101hf.predict --help` lists the flags)"),
+    (["-m", "food101hf.predict", "--model", "m", "--precision", "fp8", "photo.jpg"],
+     "argument --precision: invalid choice: 'fp8' (choose from 'auto', 'fp32', 'bf16', 'fp16') "
+     "(`python -m food101hf.predict --help` lists the flags)"),
+    (["-m", "food101hf.hub", "push", "nowhere", "org/name"],
+     "nowhere has no model.safetensors: push a folder written by train.py or polish.py"),
+])
+def test_every_entry_point_ends_a_flag_error_in_one_line(command, message, tmp_path):
+    assert one_line_error(run_script(*command, "--output-dir", str(tmp_path / "out"))
+                          if command[0] == "polish.py" else run_script(*command)) == message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["train.py"], ["polish.py"], ["-m", "food101hf.report"],
+                                     ["-m", "food101hf.predict"], ["-m", "food101hf.hub"]])
+def test_help_parses_before_torch_and_lists_each_flag_once_with_its_default(command):
+    probe = ("import runpy, sys; sys.argv = [{0!r}, '--help']\n"
+             "try:\n    runpy.{1}({0!r}, run_name='__main__')\n"
+             "except SystemExit as e:\n    assert e.code == 0\n"
+             "print('heavy:', sorted(m for m in ('torch', 'timm', 'datasets', 'huggingface_hub') if m in sys.modules))")
+    target, how = (command[0], "run_path") if command[0] != "-m" else (command[1], "run_module")
+    result = subprocess.run([sys.executable, "-c", probe.format(target, how)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("heavy: []")
+    text = result.stdout
+    assert "\n    " in text.split("options:")[0]  # the description's example commands keep their own lines
+    for line in text.splitlines():
+        assert line.count("(default:") <= 1, line
+
+
+def test_required_flags_come_first_and_predict_documents_its_output():
+    train = run_script("train.py", "--help").stdout
+    assert "(default: ethz/food101)" in train and "(default: None)" not in train
+    assert "--pretrained, --no-pretrained" in train and "(default: --pretrained)" in train
+    polish = run_script("polish.py", "--help").stdout
+    assert polish.startswith("usage: polish.py --init INIT [--config FILE.yaml] [options]")
+    assert polish.index("required:\n  --init") < polish.index("options:")
+    assert "--model" not in polish and "--pretrained" not in polish and "--drop-rate" not in polish
+    predict = run_script("-m", "food101hf.predict", "--help").stdout
+    assert '{"file": "dish.jpg", "predictions": [{"label": "ramen", "score": 0.93}, ...]}' in predict
+    assert "exit status:\n  0  every image answered\n  1  some inputs could not be read" in predict
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["while rank 1 waits for rank 0's data", "met by both ranks"])
+def test_under_torchrun_a_data_error_is_one_line_and_the_other_rank_adds_no_traceback(case, tmp_path, image_folder):
+    if case.startswith("while"):
+        (image_folder / "train" / "empty class").mkdir()
+        flags, message = ["--batch-size", "4"], f"{image_folder / 'train' / 'empty class'}/ has no images"
+    else:
+        flags, message = ["--batch-size", "64"], "24 training images are fewer than one batch of 64: lower --batch-size"
+    out = tmp_path / "out"
+    result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--dataset",
+                        str(image_folder), "--no-pretrained", "--epochs", "1", "--num-workers", "0", *flags,
+                        "--output-dir", str(out), timeout=240)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("error: ")] == [f"error: {message}"]
+    assert "[rank1]" not in result.stderr and "closed by peer" not in result.stderr  # no gloo traceback
+    assert "exitcode: 2) local_rank: 0" in result.stderr  # torchrun's own summary: rank 0 exited with status 2
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_a_failed_model_start_leaves_no_config_behind(image_folder, tmp_path):
+    out = tmp_path / "out"
+    result = run_script("train.py", "--dataset", str(image_folder), "--output-dir", str(out), "--pretrained",
+                        "--epochs", "1", "--batch-size", "4", "--num-workers", "0", timeout=120)
+    assert "cannot be used" in one_line_error(result) or "cannot reach the Hub" in one_line_error(result)
+    assert not out.exists()
+
+
+def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path):
+    from food101hf.cli import next_steps
+    from food101hf.config import PolishConfig, TrainConfig
+
+    out = tmp_path / "demo run"
+    text = next_steps(out, TrainConfig(dataset="demo"), str(tmp_path / "v" / "crème brûlée" / "1.jpg"))
+    assert f"python -m food101hf.predict --model '{out}' '{tmp_path}/v/crème brûlée/1.jpg'" in text  # pastes as is
+    assert f"accelerate launch polish.py --init '{out}' --output-dir '{out}-224'" in text
+    assert "report/report.md" in text and "metrics.json" in text
+    assert "Note: the demo dataset is synthetic" in text
+    polished = next_steps(out, PolishConfig(init="x", dataset="ethz/food101", push_to_hub="me/m", report=False), None)
+    assert f"python -m food101hf.predict --model '{out}' YOUR_PHOTO.jpg" in polished
+    assert "polish.py" not in polished and "hub push" not in polished and "report/" not in polished
+    assert "synthetic" not in polished

@@ -1,0 +1,218 @@
+"""Stop signals: the flag, the handlers' scope, a second signal while saving; end-to-end (slow): a signalled run
+checkpoints at the update it stopped on, exits 75 and resumes bitwise identically; two processes stop together."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+
+from conftest import CLASSES, ROOT, run_script, write_image_folder
+from food101hf.checkpoint import LATEST, Progress, complete_checkpoints, run_signature, save_checkpoint
+from food101hf.config import TrainConfig
+from food101hf.preemption import PREEMPTED_EXIT, SaveAborted, StopOnSignal
+
+TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5"]
+SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1, {"train": {"images": 8, "fingerprint": "t"}})
+
+
+@pytest.fixture
+def accelerator():
+    AcceleratorState._reset_state(True)
+    accelerator = Accelerator(cpu=True)
+    model, optimizer = accelerator.prepare(torch.nn.Linear(3, 2), torch.optim.SGD([torch.nn.Parameter(
+        torch.zeros(1))], lr=0.1))
+    yield accelerator
+    AcceleratorState._reset_state(True)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+def test_a_stop_signal_is_recorded_not_fatal_and_the_handlers_are_restored(accelerator, signum):
+    before = signal.getsignal(signum)
+    with StopOnSignal(accelerator) as stop:
+        assert not stop.requested()
+        os.kill(os.getpid(), signum)
+        assert stop.requested() and stop.agreed == signum
+        assert stop.requested()  # stays agreed
+        preempted = stop.preempted("ckpt", 7)
+    assert signal.getsignal(signum) is before
+    assert preempted.code == PREEMPTED_EXIT == 75 and "after optimizer update 7" in preempted.message
+
+
+def test_a_repeated_signal_is_ignored_until_a_checkpoint_is_written_then_exits_with_128_plus_signal(accelerator):
+    with StopOnSignal(accelerator) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a launcher forwarding what the process also got from the terminal
+        assert stop.requested() and stop.agreed == signal.SIGINT
+        with pytest.raises(SaveAborted) as aborted, stop.saving():
+            os.kill(os.getpid(), signal.SIGTERM)
+    assert aborted.value.code == 128 + signal.SIGTERM
+
+
+def test_a_second_signal_while_saving_leaves_the_previous_checkpoint_intact(accelerator, tmp_path, monkeypatch):
+    first = save_checkpoint(accelerator, tmp_path, Progress(SIGNATURE, num_updates=3), keep=2)
+    real_save_state = accelerator.save_state
+
+    def interrupted_save_state(folder):
+        real_save_state(folder)  # the files are written, then the second signal lands
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(accelerator, "save_state", interrupted_save_state)
+    with StopOnSignal(accelerator) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested()
+        with pytest.raises(SaveAborted), stop.saving():
+            save_checkpoint(accelerator, tmp_path, Progress(SIGNATURE, num_updates=5), keep=1)
+    assert complete_checkpoints(tmp_path) == [first]
+    assert (tmp_path / LATEST).read_text() == first.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LATEST, first.name]  # no temporary folder left
+
+
+LOADER_SCRIPT = """
+import sys, torch
+from food101hf.preemption import ignore_stop_signals
+loader = torch.utils.data.DataLoader(range(8), batch_size=4, num_workers=1, persistent_workers=True,
+                                     worker_init_fn=ignore_stop_signals)
+batches = iter(loader)
+next(batches)
+print(batches._workers[0].pid, flush=True)
+sys.stdin.readline()
+print(sum(int(batch.sum()) for batch in loader), flush=True)  # the same worker serves another epoch
+"""  # then the interpreter exits: multiprocessing shuts the persistent worker down with SIGTERM
+
+
+def test_dataloader_workers_leave_stop_signals_to_the_main_process_but_obey_its_sigterm():
+    main = subprocess.Popen([sys.executable, "-c", LOADER_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    worker = int(main.stdout.readline())
+    for signum in ("TERM", "INT", "USR1"):  # from another process (SLURM, a terminal): left to the main process
+        subprocess.run(["kill", f"-{signum}", str(worker)], check=True)
+    time.sleep(0.5)
+    assert Path(f"/proc/{worker}").exists() and main.poll() is None
+    out, _ = main.communicate("go\n", timeout=60)  # hangs here if the worker ignored its parent's SIGTERM too
+    assert out.strip() == "28" and main.returncode == 0
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "train_images_per_second"}
+
+
+def start(args: list[str], log: Path) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=log.open("w"), start_new_session=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be signalled"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """(args, output folder) of a run nothing stopped. 24 images / batch 4 = 6 updates an epoch."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    write_image_folder(root / "food" / "train", CLASSES, per_class=8)
+    write_image_folder(root / "food" / "validation", CLASSES, per_class=3, seed=1)
+    args = ["train.py", "--dataset", str(root / "food"), *TINY, "--epochs", "2", "--num-workers", "1",
+            "--checkpoint-every", "2", "--keep-checkpoints", "5"]
+    result = run_script(*args, "--output-dir", str(root / "whole"))
+    assert result.returncode == 0, result.stderr
+    return args, root / "whole"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise_identically(
+        uninterrupted, tmp_path, signum):
+    args, whole = uninterrupted  # the signal follows the first periodic checkpoint (update 2)
+
+    out, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    process = start([*args, "--output-dir", str(out)], log)
+    wait_for(out / "checkpoints" / LATEST, process)
+    if signum == signal.SIGTERM:
+        os.killpg(process.pid, signum)  # every process, DataLoader workers too, as SLURM and Ctrl-C do
+    else:
+        process.send_signal(signum)  # the main process only, as Kubernetes does
+    assert process.wait(timeout=120) == PREEMPTED_EXIT
+    stderr = log.read_text()
+    assert "Traceback" not in stderr
+    stopped = re.search(rf"stopped by {signal.Signals(signum).name} after optimizer update (\d+): checkpoint "
+                        rf"(\S+)\. Resume with the same command plus `--resume auto`", stderr)
+    assert stopped, stderr
+    update, path = int(stopped[1]), Path(stopped[2])
+    progress = json.loads((path / "progress.json").read_text())
+    assert progress["num_updates"] == update and path.name == f"update-{update:08d}"
+    assert 0 < progress["batches_done"] < 6, "the signal was meant to land mid-epoch"
+    assert (out / "checkpoints" / LATEST).read_text() == path.name
+    assert not (out / "model.safetensors").exists()
+
+    resumed = run_script(*args, "--output-dir", str(out), "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"update {update}" in resumed.stderr
+    assert digest(out / "model.safetensors") == digest(whole / "model.safetensors")
+    assert comparable(json.loads((out / "metrics.json").read_text())) == \
+        comparable(json.loads((whole / "metrics.json").read_text()))
+
+
+def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes, from their environment."""
+    found = {}
+    for status in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            environ = dict(item.split("=", 1) for item in status.read_text().split("\0") if "=" in item)
+        except OSError:
+            continue
+        if environ.get("TORCHELASTIC_RUN_ID") and str(launcher.pid) in _ancestors(int(status.parent.name)):
+            found[int(environ["RANK"])] = int(status.parent.name)
+    return found
+
+
+def _ancestors(pid: int) -> list[str]:
+    chain = []
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        chain.append(str(pid))
+    return chain
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(image_folder, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    # 24 images / (batch 4 x 2 processes) = 3 updates an epoch
+    process = start(["-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--dataset",
+                     str(image_folder), *TINY, "--epochs", "3", "--num-workers", "0", "--checkpoint-every", "1",
+                     "--output-dir", str(out)], log)
+    wait_for(out / "checkpoints" / LATEST, process)
+    ranks = rank_pids(process)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGUSR1)  # the rank that does not write the checkpoint's shared files
+    process.wait(timeout=120)
+    stderr = log.read_text()
+    stops = re.findall(r"stopped by SIGUSR1 after optimizer update (\d+): checkpoint (\S+)\. .*\(process (\d)\)",
+                       stderr)
+    assert sorted(rank for _, _, rank in stops) == ["0", "1"], stderr
+    assert len({(update, path) for update, path, _ in stops}) == 1  # the same update, the same checkpoint
+    path = Path(stops[0][1])
+    assert json.loads((path / "progress.json").read_text())["num_updates"] == int(stops[0][0])
+    assert {p.name for p in path.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
+    assert not (out / "model.safetensors").exists()
+    assert not list((out / "checkpoints").glob(".tmp-*"))
