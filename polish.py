@@ -36,15 +36,17 @@ def main(argv=None) -> int:
     from food101hf.checkpoint import check_resume, checkpoint_root, start_or_resume
     from food101hf.config import save_config
     from food101hf.data import DatasetError, build_loaders, build_transform, example_file, load_splits, with_transform
-    from food101hf.engine import create_accelerator, create_scheduler, evaluate_model, fit, updates_per_epoch
+    from food101hf.engine import (create_accelerator, create_scheduler, evaluate_logits, fit, score_logits,
+                                  updates_per_epoch)
     from food101hf.hub import push_run, write_outputs
     from food101hf.model import (check_model, count_parameters, create_optimizer, freeze, load_trained,
                                  reestimate_batchnorm, trained_folder)
     from food101hf.report import report_run
-    from food101hf.runtime import describe_hardware, keep_freed_memory
+    from food101hf.runtime import describe_hardware, keep_freed_memory, set_num_threads
     from food101hf.storage import check_output_dir, room_warning
 
     keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
+    threads = set_num_threads()  # all usable cores, whichever launcher started us, unless the user chose
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
 
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
     base_size = model.pretrained_cfg["input_size"][-1]
     logger.info(f"polishing {cfg.init} ({model.pretrained_cfg['architecture']}, {base_size} px) at "
                 f"{cfg.image_size} px on {accelerator.num_processes} process(es), mixed precision "
-                f"{accelerator.mixed_precision}")
+                f"{accelerator.mixed_precision}, {threads.count} torch thread(s) per process ({threads.reason})")
 
     # data: the init's classes, in the same order, or the head would mean something else
     with accelerator.main_process_first():
@@ -117,19 +119,21 @@ def main(argv=None) -> int:
             shutil.copyfile(base_recipe_file, out / "base_config.yaml")
 
     # evaluate at the new size before the fine-tune, fine-tune, evaluate again (fit does after every epoch)
-    before = evaluate_model(accelerator, model, eval_loader, desc=f"eval at {cfg.image_size} px before polish")
+    last_evaluation = evaluate_logits(accelerator, model, eval_loader,
+                                      desc=f"eval at {cfg.image_size} px before polish")
+    before = score_logits([last_evaluation])
     logger.info(f"before polish at {cfg.image_size} px: top-1 {before['top1']:.4f} top-5 {before['top5']:.4f}")
     if cfg.epochs > 0:
         scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
                                      cfg.epochs)
         accelerator.register_for_checkpointing(scheduler)
         progress = start_or_resume(accelerator, cfg, label_names, checkpoints, splits.identity())
-        metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, len(label_names),
-                      progress, checkpoints)
+        metrics, last_evaluation = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg,
+                                       len(label_names), progress, checkpoints)
     else:
         metrics = before | {"epoch": 0}
     metrics["before_polish"] = {key: before[key] for key in ("top1", "top5", "eval_loss")}
-    report_run(accelerator, cfg, model, eval_loader, label_names, out, splits.eval_split)
+    report_run(accelerator, cfg, model, eval_loader, label_names, out, splits.eval_split, last_evaluation)
     accelerator.end_training()
 
     # export at the new size (config.json's input and test input size), then optionally push

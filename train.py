@@ -38,11 +38,12 @@ def main(argv=None) -> int:
     from food101hf.hub import push_run, write_outputs
     from food101hf.model import check_model, count_parameters, create_model, create_optimizer, freeze
     from food101hf.report import report_run
-    from food101hf.runtime import describe_hardware, keep_freed_memory
+    from food101hf.runtime import describe_hardware, keep_freed_memory, set_num_threads
     from food101hf.storage import check_output_dir, room_warning
 
     check_model(cfg)  # --model, --opt, --freeze against timm, before any weights or data load
     keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
+    threads = set_num_threads()  # all usable cores, whichever launcher started us, unless the user chose
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
@@ -52,7 +53,8 @@ def main(argv=None) -> int:
     if accelerator.is_main_process and (warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free)):
         logger.warning(warning)
     logger.info(f"{accelerator.num_processes} process(es) on {accelerator.device}, "
-                f"mixed precision {accelerator.mixed_precision}")
+                f"mixed precision {accelerator.mixed_precision}, {threads.count} torch thread(s) per process "
+                f"({threads.reason})")
 
     # data: decoded and augmented on the fly; the label names come from the dataset's ClassLabel
     with accelerator.main_process_first():  # one process generates/caches; the others then read the cache
@@ -92,12 +94,12 @@ def main(argv=None) -> int:
                                                        if isinstance(v, (int, float, str, bool))})
 
     # train, evaluating and checkpointing after every epoch
-    metrics = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg, num_classes, progress,
-                  checkpoints)
+    metrics, last_evaluation = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg,
+                                   num_classes, progress, checkpoints)
 
-    # error analysis of the final model: every process evaluates its shard, the main process writes report/
+    # error analysis of the final model, from the last epoch's evaluation; the main process writes report/
     # (before end_training, which takes the process group down, and before the model card, which shows it)
-    report_run(accelerator, cfg, model, eval_loader, splits.label_names, out, splits.eval_split)
+    report_run(accelerator, cfg, model, eval_loader, splits.label_names, out, splits.eval_split, last_evaluation)
     accelerator.end_training()
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push

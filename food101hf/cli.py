@@ -141,6 +141,7 @@ def predict_parser() -> ArgumentParser:
     options.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                          help="autocast dtype; auto: bf16 where the hardware has it, else fp32 (default: auto)")
     options.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    options.add_argument("-v", "--verbose", action="store_true", help="say on stderr how many torch threads run")
     return parser
 
 

@@ -52,6 +52,9 @@ class TrainConfig:
     max_eval_samples: int | None = _help("use only N validation images, a seeded random subset (quick runs); "
                                          "default: all", None)
     num_workers: int = _help("DataLoader worker processes per training process", 2)
+    decode_on_device: bool = _help("workers only read files; each batch is decoded (TorchCodec: batched nvJPEG on "
+                                   "a GPU) and cropped, resized, flipped and normalised on the training device "
+                                   "(food101hf/device_data.py). Opt-in: not yet measured on a GPU", False)
     # model
     model: str = _help("timm model name with its pretrained tag", "resnet18.a1_in1k")
     pretrained: bool = _help("start from the tag's ImageNet weights (downloaded from the Hub)", True)

@@ -27,6 +27,8 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.functional import pil_to_tensor
 
 from .config import TrainConfig
+from .decode import decode, open_rgb
+from .device_data import EncodedSamples, collate_encoded
 from .folders import MAX_ASPECT_RATIO, check_aspect_ratio, load_folder
 from .preemption import ignore_stop_signals
 
@@ -84,21 +86,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def bound_aspect_ratio(image: Image.Image, max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+def bound_aspect_ratio(image: Image.Image | torch.Tensor,
+                       max_ratio: float = MAX_ASPECT_RATIO) -> Image.Image | torch.Tensor:
     """The image's centre, cropped along its long side to at most `max_ratio` times the short side, so that
     resizing the short side to the model's size costs bounded memory and time (a 1x12,000 px strip resized to
     219 px would be 219x2.6M px: +1.5 GB). Images within the ratio, every photo the bad-file check admits, come
-    back as they are; beyond it, the eval transform's square centre crop sees the same pixels as without it."""
-    width, height = image.size
+    back as they are; beyond it, the eval transform's square centre crop sees the same pixels as without it.
+    A PIL image or a C x H x W tensor (a view of it)."""
+    pil = isinstance(image, Image.Image)
+    width, height = image.size if pil else (image.shape[-1], image.shape[-2])
     short = max(min(width, height), 1)
     if max(width, height) <= max_ratio * short:
         return image
     long = int(max_ratio * short)
     if width > height:
         left = (width - long) // 2
-        return image.crop((left, 0, left + long, height))
+        return image.crop((left, 0, left + long, height)) if pil else image[..., left:left + long]
     top = (height - long) // 2
-    return image.crop((0, top, width, top + long))
+    return image.crop((0, top, width, top + long)) if pil else image[..., top:top + long, :]
 
 
 def on_uint8_tensors(transform: transforms.Compose) -> v2.Compose | None:
@@ -134,15 +139,22 @@ def on_uint8_tensors(transform: transforms.Compose) -> v2.Compose | None:
 
 
 class ImageTransform:
-    """A timm transform for RGB PIL images that runs as its v2 twin on the image's uint8 tensor when it has one
-    (`on_uint8_tensors`), else as timm built it."""
+    """A timm transform for RGB images that runs as its v2 twin on the image's uint8 tensor when it has one
+    (`on_uint8_tensors`), else as timm built it on a PIL image."""
 
     def __init__(self, transform: transforms.Compose):
         self.timm, self.tensor = transform, on_uint8_tensors(transform)
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         image = bound_aspect_ratio(image)
-        return self.tensor(pil_to_tensor(image)) if self.tensor else self.timm(image)
+        if self.tensor:
+            return self.tensor(image if isinstance(image, torch.Tensor) else pil_to_tensor(image))
+        return self.timm(image if isinstance(image, Image.Image) else v2.functional.to_pil_image(image))
+
+    def from_encoded(self, value) -> torch.Tensor:
+        """Decode (`food101hf.decode`: TorchCodec for JPEGs) and transform; Pillow when only timm's PIL
+        transform applies."""
+        return self(decode(value)) if self.tensor else self(open_rgb(value))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.tensor or self.timm})"
@@ -173,14 +185,17 @@ def model_input(pixels: torch.Tensor, mean, std) -> torch.Tensor:
     return x.float().sub_(mean).div_(std)
 
 
-def _apply(transform, image_column: str, label_column: str, batch: dict) -> dict:
-    return {"pixel_values": [transform(to_rgb(image)) for image in batch[image_column]],
+def _apply(transform: ImageTransform, image_column: str, label_column: str, batch: dict) -> dict:
+    return {"pixel_values": [transform.from_encoded(image) for image in batch[image_column]],
             "label": batch[label_column]}
 
 
-def with_transform(dataset: Dataset, transform, image_column: str = "image", label_column: str = "label"):
-    """Decode + augment on access. A module-level function, so loader workers can pickle it on any platform."""
-    return dataset.with_transform(partial(_apply, transform, image_column, label_column))
+def with_transform(dataset: Dataset, transform: ImageTransform, image_column: str = "image",
+                   label_column: str = "label"):
+    """Decode + augment on access. The image column is read undecoded (`Image(decode=False)`) so that we pick the
+    decoder (`food101hf.decode`). A module-level function, so loader workers can pickle it on any platform."""
+    raw = dataset.cast_column(image_column, ImageFeature(decode=False))
+    return raw.with_transform(partial(_apply, transform, image_column, label_column))
 
 
 @contextlib.contextmanager
@@ -341,14 +356,29 @@ def load_splits(cfg: TrainConfig) -> Splits:
 
 def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_size: int, seed: int):
     """Train loader (shuffled, drop_last: Mixup needs even batches) and eval loader (every image, in order), both
-    of uint8 images: `model_input` normalises each batch."""
+    of uint8 images: `model_input` normalises each batch. With cfg.decode_on_device, loaders of encoded images,
+    crop boxes and flips instead, which `device_data.device_batches` turns into model input on the device."""
     columns = (cfg.image_column, cfg.label_column)
     train_transform = build_transform(data_config, image_size, True, cfg, normalize=False)
-    train = SeededAugmentation(with_transform(splits.train, train_transform, *columns), seed)
-    evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
-                                *columns)
+    collate = None
+    if cfg.decode_on_device:
+        if cfg.color_jitter or cfg.auto_augment:
+            raise ValueError("--decode-on-device crops, resizes and flips only: drop --color-jitter and "
+                             "--auto-augment, or the flag")
+        steps = train_transform.timm.transforms
+        crop = next(step for step in steps if isinstance(step, RandomResizedCropAndInterpolation))
+        hflip = next((step.p for step in steps if isinstance(step, transforms.RandomHorizontalFlip)), 0.0)
+        train, evaluation = (EncodedSamples(dataset.cast_column(cfg.image_column, ImageFeature(decode=False)),
+                                            *columns, train_crop, hflip, image_size, data_config["crop_pct"])
+                             for dataset, train_crop in ((splits.train, crop), (splits.eval, None)))
+        train, collate = SeededAugmentation(train, seed), collate_encoded
+    else:
+        train = SeededAugmentation(with_transform(splits.train, train_transform, *columns), seed)
+        evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
+                                    *columns)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
-                  persistent_workers=cfg.num_workers > 0, worker_init_fn=ignore_stop_signals)
+                  persistent_workers=cfg.num_workers > 0, worker_init_fn=ignore_stop_signals,
+                  collate_fn=collate)
     train_loader = torch.utils.data.DataLoader(train, shuffle=True, drop_last=True,
                                                generator=torch.Generator().manual_seed(seed), **common)
     eval_loader = torch.utils.data.DataLoader(evaluation, shuffle=False, **common)

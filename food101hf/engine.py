@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import evaluate
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Progress, save_checkpoint
 from .config import TrainConfig
 from .data import model_input
+from .device_data import device_batches
 from .metrics import TOPK_ACCURACY
 from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
@@ -95,7 +95,8 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg  # the mean and std to normalise with
-    progress_bar = tqdm(loader, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", initial=progress.batches_done,
+    batches = device_batches(loader, accelerator, pretrained_cfg["mean"], pretrained_cfg["std"])
+    progress_bar = tqdm(batches, desc=f"epoch {progress.epoch + 1}/{cfg.epochs}", initial=progress.batches_done,
                         total=progress.batches_done + len(loader), disable=not accelerator.is_local_main_process,
                         dynamic_ncols=True)
     seen, start = 0, time.perf_counter()
@@ -134,7 +135,9 @@ def gathered_logits(accelerator: Accelerator, model, loader, desc: str = "eval",
     With `tta`, the logits are the mean over the image and its horizontal mirror."""
     model.eval()
     pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg
-    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process, dynamic_ncols=True):
+    batches = device_batches(loader, accelerator, pretrained_cfg["mean"], pretrained_cfg["std"])
+    for batch in tqdm(batches, desc=desc, total=len(loader), disable=not accelerator.is_local_main_process,
+                      dynamic_ncols=True):
         images = model_input(batch["pixel_values"], pretrained_cfg["mean"], pretrained_cfg["std"])
         logits = model(images).float()
         if tta:
@@ -150,6 +153,8 @@ def ranked_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
 def score_logits(batches) -> dict:
     """Top-1 and top-5 through the shipped `evaluate` module, and mean cross-entropy, over (logits, labels)
     batches."""
+    import evaluate  # ~1 s of imports, only once there is something to score
+
     metric = evaluate.load(TOPK_ACCURACY, keep_in_memory=True)
     loss_sum, count = 0.0, 0
     for logits, labels in batches:
@@ -159,16 +164,26 @@ def score_logits(batches) -> dict:
     return {**metric.compute(k=[1, 5]), "eval_loss": loss_sum / count, "num_eval_samples": count}
 
 
+def evaluate_logits(accelerator: Accelerator, model, loader, desc: str = "eval",
+                    tta: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits N x C, labels N) of every eval image exactly once, on the CPU and in the dataset's order, on every
+    process: what both the metrics and the report are computed from (101 classes x 25,250 images is 10 MB)."""
+    batches = list(gathered_logits(accelerator, model, loader, desc, tta))
+    return torch.cat([b[0] for b in batches]).cpu(), torch.cat([b[1] for b in batches]).cpu()
+
+
 def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval", tta: bool = False) -> dict:
     """Top-1, top-5 and mean cross-entropy over every eval image exactly once."""
-    return score_logits(gathered_logits(accelerator, model, loader, desc, tta))
+    return score_logits([evaluate_logits(accelerator, model, loader, desc, tta)])
 
 
 def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg: TrainConfig,
-        num_classes: int, progress: Progress, checkpoints: Path) -> dict:
+        num_classes: int, progress: Progress,
+        checkpoints: Path) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Train from `progress` (fresh or restored) to cfg.epochs with Mixup/CutMix, evaluating and checkpointing
     after every epoch. Returns the last evaluation's metrics, the epoch count, the optimizer update count and the
-    training throughput (images/s over all processes)."""
+    training throughput (images/s over all processes); and that evaluation's (logits, labels), which the report
+    of the final model reuses instead of evaluating it again."""
     mixup = create_mixup(cfg, num_classes)
     criterion = train_criterion(mixup, cfg.smoothing)
 
@@ -181,7 +196,7 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
         logger.info(f"checkpoint {path}")
         return path
 
-    metrics = {}
+    metrics, evaluation = {}, None
     with stop:
         while progress.epoch < cfg.epochs:
             # the seedable sampler's order and the augmentations depend only on (seed, epoch): a resumed epoch
@@ -198,7 +213,8 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
                 accelerator.num_processes
             if progress.batches_done < len(train_loader):  # stopped by a signal: the same as a periodic checkpoint
                 raise stop.preempted(checkpoint(), progress.num_updates)
-            metrics = evaluate_model(accelerator, model, eval_loader)
+            evaluation = evaluate_logits(accelerator, model, eval_loader)
+            metrics = score_logits([evaluation])
             logger.info(f"epoch {progress.epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
                         f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
             accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": progress.epoch + 1},
@@ -208,8 +224,9 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
             path = checkpoint()
             if stop.requested(now=True):  # a signal at the epoch's last update or during its evaluation
                 raise stop.preempted(path, progress.num_updates)
-    if not metrics:  # resumed from the last epoch's checkpoint: the run had only the export left to do
-        metrics = evaluate_model(accelerator, model, eval_loader)
+    if evaluation is None:  # resumed from the last epoch's checkpoint: the run had only the export left to do
+        evaluation = evaluate_logits(accelerator, model, eval_loader)
+        metrics = score_logits([evaluation])
     return metrics | {"epoch": cfg.epochs, "optimizer_updates": progress.num_updates, "history": progress.history,
                       "train_images_per_second": round(progress.train_images / max(progress.train_seconds, 1e-9),
-                                                       2)}
+                                                       2)}, evaluation

@@ -41,8 +41,10 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
+from torchvision.transforms.functional import pil_to_tensor
 
 from .data import ImageTransform, model_input, to_rgb
+from .decode import decode
 from .folders import ignored_line, image_files
 from .model import load_trained
 from .runtime import cpu_has_native_bf16, keep_freed_memory
@@ -96,6 +98,18 @@ def load_image(image, min_size: int | None = None) -> Image.Image:
         raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None
 
 
+def load_pixels(image, min_size: int | None = None) -> torch.Tensor:
+    """Any accepted input as a 3 x H x W uint8 RGB tensor. A file or bytes is decoded by `food101hf.decode`
+    (TorchCodec for a JPEG, unless Pillow's draft can decode it at a reduced size >= min_size, as in
+    `load_image`); the rest as in `load_image`. Raises ImageError naming the input."""
+    if not isinstance(image, (str, Path, bytes, bytearray)):
+        return pil_to_tensor(load_image(image, min_size))
+    try:
+        return decode(image, min_size)
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per format
+        raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None
+
+
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
 
@@ -141,7 +155,7 @@ class Predictor:
 
     def preprocess(self, image) -> torch.Tensor:
         """One input as a 3xHxW uint8 tensor at the model's size (raises ImageError)."""
-        return self.transform(load_image(image, self.min_decode_size))
+        return self.transform(load_pixels(image, self.min_decode_size))
 
     @torch.inference_mode()
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -267,8 +281,12 @@ def expand(paths: list[str], ignored: dict[str, list[Path]] | None = None) -> li
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 (all answered), 1 (some inputs unreadable), 2 (bad flag or model)."""
     from .cli import predict_parser
+    from .runtime import set_num_threads
 
     args = predict_parser().parse_args(argv)
+    threads = set_num_threads()
+    if args.verbose:
+        print(f"{threads.count} torch thread(s) ({threads.reason})", file=sys.stderr)
     predictor = Predictor(args.model, device=args.device, batch_size=args.batch_size, tta=args.tta,
                           precision=args.precision)
     ignored: dict[str, list[Path]] = defaultdict(list)

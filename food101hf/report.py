@@ -27,13 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, nothing needs a display
-from matplotlib.ticker import PercentFormatter
 
 from .checkpoint import checkpoint_root, resume_advice
-from .data import DatasetError, to_rgb
-from .engine import gathered_logits, ranked_predictions, score_logits
+from .data import DatasetError
+from .decode import open_rgb
+from .engine import evaluate_logits, ranked_predictions, score_logits
 from .storage import staged_writes
 
 PER_CLASS_FIELDS = ["label", "accuracy", "support", "precision", "recall", "f1"]
@@ -116,6 +114,10 @@ def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, ti
     """The confusion matrix in cluster order, every class labelled: 1000 px square up to ~47 classes, 1866 px
     for 101. The diagonal (accuracy) is muted grey so the confusions, coloured by the share of the true class
     on a log scale, stand out. Returns the picture's (width, height) in pixels."""
+    from matplotlib.colors import LogNorm  # matplotlib (~0.5 s of imports) only once a picture is drawn
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state, nothing needs a display
+    from matplotlib.ticker import PercentFormatter
+
     n = len(label_names)
     order = cluster_order(confusion)
     counts = confusion[np.ix_(order, order)]
@@ -153,6 +155,8 @@ CAPTION_CHARS = 30
 def mistakes_figure(images: list, captions: list[str], title: str, cols: int = 6) -> Figure:
     """A grid of images, each with its caption (at most four lines, see `_caption`); a single line of text when
     there are none. Every tile has the same room for its caption, so captions never overlap the row above."""
+    from matplotlib.figure import Figure
+
     rows = max(1, math.ceil(len(images) / cols))
     width, height = TILE * cols, 300 * rows + 60
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
@@ -237,12 +241,15 @@ def _headline(metrics: dict) -> str:
 @torch.inference_mode()
 def write_report(accelerator, model, eval_loader, label_names: list[str], out_dir: str | Path, image_size: int,
                  tta: bool = False, eval_split: str = "validation", image_column: str = "image",
-                 label_column: str = "label", title: str | None = None) -> dict:
+                 label_column: str = "label", title: str | None = None,
+                 evaluation: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Evaluate `model` on `eval_loader` (prepared by `accelerator`, unshuffled, built over a `datasets`
     Dataset with `with_transform`) and write the report into `out_dir`. Call it on every process: each
-    evaluates its shard and all receive the gathered logits; the main process writes. Returns the metrics."""
-    batches = list(gathered_logits(accelerator, model, eval_loader, desc="report", tta=tta))
-    logits, labels = torch.cat([b[0] for b in batches]).cpu(), torch.cat([b[1] for b in batches]).cpu()
+    evaluates its shard and all receive the gathered logits; the main process writes. `evaluation`, the
+    (logits, labels) of `engine.evaluate_logits` for this model and loader (training's last evaluation), is
+    used instead of evaluating again. Returns the metrics."""
+    logits, labels = evaluation if evaluation is not None else evaluate_logits(accelerator, model, eval_loader,
+                                                                               desc="report", tta=tta)
     metrics = score_logits([(logits, labels)]) | {"image_size": image_size, "tta": tta, "eval_split": eval_split}
     if not accelerator.is_main_process:
         return metrics
@@ -265,7 +272,7 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     confidence = logits.softmax(-1).max(-1).values.numpy()
     wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
-    images = [to_rgb(raw[int(i)][image_column]) for i in shown]
+    images = [open_rgb(raw[int(i)][image_column]) for i in shown]
     for image in images:
         image.thumbnail((400, 400))  # in place; a tile is 250 px wide
     captions = [_caption(label_names[labels[i]], label_names[predictions[i]], confidence[i]) for i in shown]
@@ -316,14 +323,16 @@ def _eval_dataset(cfg, split: str | None):
     return dataset, list(feature.names), split
 
 
-def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out: Path, eval_split: str) -> None:
+def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out: Path, eval_split: str,
+               evaluation: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
     """train.py's and polish.py's report of the final model into OUT/report/ (on every process, before
-    end_training); with --no-report, an earlier run's report/ is removed instead: it describes other weights."""
+    end_training), from `evaluation` (the final model's (logits, labels) on eval_loader) when given; with
+    --no-report, an earlier run's report/ is removed instead: it describes other weights."""
     if cfg.report:
         with staged_writes(out / "report", resume_advice(checkpoint_root(out)), files="the report") as stage:
             write_report(accelerator, model, eval_loader, label_names, stage, cfg.image_size,
                          eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                         title=f"Error analysis of {out.name}")
+                         title=f"Error analysis of {out.name}", evaluation=evaluation)
     elif accelerator.is_main_process:
         shutil.rmtree(out / "report", ignore_errors=True)
 
@@ -355,7 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     from .data import build_transform, with_transform
     from .engine import create_accelerator
     from .model import load_trained
+    from .runtime import set_num_threads
 
+    threads = set_num_threads()
+    logger.info("%d torch thread(s) per process (%s)", threads.count, threads.reason)
     accelerator = create_accelerator(cfg)
     model = load_trained(args.model).to(memory_format=torch.channels_last)
     label_names = list(model.pretrained_cfg["label_names"])

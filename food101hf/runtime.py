@@ -1,5 +1,5 @@
 """What the process should know and set about the machine before any tensor work; light imports only (no
-torch: `set_openmp_defaults` must run before torch is imported, and runs on `import food101hf`)."""
+torch at import: `set_openmp_defaults` must run before torch is imported, and runs on `import food101hf`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import ctypes
 import os
 import platform
 import sys
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -72,3 +73,86 @@ def describe_hardware(device, num_processes: int = 1) -> str:
 
     threads = torch.get_num_threads()
     return f"{num_processes} x {device.type.upper()} process ({model}, {threads} thread{'s' * (threads != 1)} each)"
+
+
+# Environment variables only the launchers set in the processes they start (accelerate's launch_command_parser
+# sets ACCELERATE_DYNAMO_BACKEND for every launch mode; torchrun's agent sets TORCHELASTIC_RUN_ID).
+LAUNCHER_MARKERS = ("ACCELERATE_DYNAMO_BACKEND", "TORCHELASTIC_RUN_ID")
+THREADS_FLAG = "--num_cpu_threads_per_process"  # accelerate launch's flag
+
+
+@dataclass(frozen=True)
+class Threads:
+    count: int  # torch intra-op threads for this process
+    reason: str  # where the count comes from, for the log
+
+
+def usable_cores() -> int:
+    """Physical cores this process may run on: its CPU affinity (taskset, cgroups' cpusets), without the
+    hyperthread siblings torch's own default leaves out too."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        import psutil  # a dependency of accelerate
+
+        physical = psutil.cpu_count(logical=False) or available
+    except ImportError:
+        physical = available
+    return max(1, min(available, physical))
+
+
+def _launcher_start(pid: int) -> tuple[dict[str, str], list[str]] | None:
+    """The environment a process was started with and its command line, from /proc (Linux): what the user gave
+    the launcher, before the launcher added its own defaults to its environment (/proc/PID/environ is the
+    execve-time environment; later changes in the process do not show there). None where unreadable."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    env = dict(item.decode(errors="replace").split("=", 1) for item in environ if b"=" in item)
+    return env, [arg.decode(errors="replace") for arg in cmdline if arg]
+
+
+def resolve_threads(environ: dict[str, str] | None = None, parent_pid: int | None = None) -> Threads:
+    """The torch thread count for this process: the user's explicit choice if there is one, else the usable cores
+    shared evenly by the training processes on this machine (LOCAL_WORLD_SIZE, set by torchrun and accelerate).
+
+    An OMP_NUM_THREADS the user set wins, whether in this process's environment (`OMP_NUM_THREADS=4 python
+    train.py`) or given to a launcher (`OMP_NUM_THREADS=4 accelerate launch ...`,
+    `accelerate launch --num_cpu_threads_per_process 4 ...`). A launcher's own default does not: `accelerate
+    launch` exports OMP_NUM_THREADS=1 whenever its config's use_cpu is false and neither of those was given
+    (accelerate/commands/launch.py, `_validate_launch_command`), and torchrun exports 1 when it starts more than
+    one process (torch/distributed/run.py); both left a 2-core CPU computing on one core. The two are told
+    apart by looking at the launcher process (our parent): its start-up environment and command line show what
+    the user gave it. Where that cannot be read (no /proc), the value is kept."""
+    environ = os.environ if environ is None else environ
+    local_processes = max(1, int(environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    cores = usable_cores()
+    share = Threads(max(1, cores // local_processes),
+                    f"{cores} usable core(s) / {local_processes} process(es) on this machine")
+    value = environ.get("OMP_NUM_THREADS", "").strip()
+    if not value.isdigit() or int(value) < 1:
+        return share
+    launcher = next((marker for marker in LAUNCHER_MARKERS if marker in environ), None)
+    if launcher is None:
+        return Threads(int(value), "OMP_NUM_THREADS set by you")
+    started = _launcher_start(os.getppid() if parent_pid is None else parent_pid)
+    if started is None:
+        return Threads(int(value), "OMP_NUM_THREADS from the launcher (its own settings unreadable: kept)")
+    launcher_env, launcher_args = started
+    if "OMP_NUM_THREADS" in launcher_env or any(arg.startswith(THREADS_FLAG[:len("--num_cpu_threads")])
+                                                for arg in launcher_args):
+        return Threads(int(value), "OMP_NUM_THREADS / --num_cpu_threads_per_process given to the launcher")
+    name = "accelerate launch" if launcher == "ACCELERATE_DYNAMO_BACKEND" else "torchrun"
+    return Threads(share.count, f"{share.reason}; {name}'s default OMP_NUM_THREADS={value} overridden")
+
+
+def set_num_threads() -> Threads:
+    """Apply `resolve_threads` to torch (intra-op threads of this process); the entry points call it first and
+    log the result."""
+    import torch
+
+    threads = resolve_threads()
+    torch.set_num_threads(threads.count)
+    return threads
+

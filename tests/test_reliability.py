@@ -27,10 +27,11 @@ def comparable(metrics):
     return {k: v for k, v in metrics.items() if k not in ("train_images_per_second", "train_seconds")}  # timings
 
 
-def test_a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights_and_metrics(image_folder, tmp_path):
+@pytest.mark.parametrize("data_path", [[], ["--decode-on-device"]], ids=["cpu-workers", "decode-on-device"])
+def test_a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights_and_metrics(data_path, image_folder, tmp_path):
     # 24 images / batch 4 = 6 updates an epoch; a checkpoint every 4 updates falls mid-epoch
     args = ["train.py", "--dataset", str(image_folder), *TINY, "--epochs", "2", "--num-workers", "1",
-            "--checkpoint-every", "4"]
+            "--checkpoint-every", "4", *data_path]
     assert run_script(*args, "--output-dir", str(tmp_path / "whole")).returncode == 0
 
     killed = tmp_path / "killed"

@@ -2,10 +2,13 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from food101hf.runtime import keep_freed_memory
+from food101hf.runtime import keep_freed_memory, resolve_threads, usable_cores
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def python(code: str, **env: str) -> str:
@@ -49,3 +52,57 @@ def test_the_allocator_keeps_freed_memory_on_glibc():
     # by default freed blocks go back to the OS and their pages fault in again each step (~30,000 page faults
     # in 3 steps here); kept, they are reused (~4,000)
     assert page_faults("keep") * 3 < page_faults("default")
+
+
+THREADS = """
+import torch
+from food101hf.runtime import set_num_threads
+threads = set_num_threads()
+print(torch.get_num_threads(), threads.reason)
+"""
+
+
+@pytest.fixture
+def thread_script(tmp_path):
+    script = tmp_path / "threads.py"
+    script.write_text(THREADS)
+    return script
+
+
+def threads_of(*command: str, **env: str) -> list[int]:
+    """The torch thread count each process of `command` ends up with, from its output lines."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE")} | env
+    out = subprocess.run(command, env=environment, capture_output=True, text=True, check=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if line.split() and line.split()[0].isdigit()]
+
+
+def launch(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+            str(ROOT / "accelerate_config.yaml"), *args]
+
+
+def test_a_plain_python_process_uses_every_usable_core_unless_the_user_says_otherwise(thread_script):
+    assert threads_of(sys.executable, str(thread_script)) == [usable_cores()]
+    assert threads_of(sys.executable, str(thread_script), OMP_NUM_THREADS="1") == [1]  # the user's choice
+
+
+@pytest.mark.slow
+def test_accelerate_launch_with_the_shipped_config_no_longer_computes_on_one_core(thread_script):
+    # the shipped config has use_cpu: false, so accelerate exports OMP_NUM_THREADS=1 to the script
+    assert threads_of(*launch(str(thread_script))) == [usable_cores()]
+    # ... while what the user gives the launcher still wins, as an environment variable or as its flag
+    assert threads_of(*launch(str(thread_script)), OMP_NUM_THREADS="1") == [1]
+    assert threads_of(*launch("--num_cpu_threads_per_process", "1", str(thread_script))) == [1]
+
+
+@pytest.mark.slow
+def test_torchrun_processes_share_the_cores(thread_script):
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", str(thread_script)]
+    assert threads_of(*torchrun) == [max(1, usable_cores() // 2)] * 2  # torchrun's default would be 1 each
+    assert threads_of(*torchrun, OMP_NUM_THREADS="1") == [1, 1]
+
+
+def test_a_launcher_value_is_kept_when_the_launcher_cannot_be_inspected():
+    environ = {"OMP_NUM_THREADS": "1", "ACCELERATE_DYNAMO_BACKEND": "NO"}
+    assert resolve_threads(environ, parent_pid=2**22 + 1).count == 1  # no such process: nothing to go on
+    assert resolve_threads({"LOCAL_WORLD_SIZE": "64"}).count == 1  # more processes than cores: at least one
