@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from accelerate.utils import set_seed
     from timm.data import resolve_model_data_config
 
-    from food101hf.checkpoint import check_resume, start_or_resume
+    from food101hf.checkpoint import check_resume, checkpoint_root, start_or_resume
     from food101hf.config import save_config
     from food101hf.data import DatasetError, build_loaders, build_transform, example_file, load_splits, with_transform
     from food101hf.engine import (create_accelerator, create_scheduler, evaluate_logits, fit, score_logits,
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from food101hf.model import (check_model, count_parameters, create_optimizer, freeze, load_trained,
                                  reestimate_batchnorm, trained_folder)
     from food101hf.report import report_run
-    from food101hf.runtime import keep_freed_memory, set_num_threads
+    from food101hf.runtime import describe_hardware, keep_freed_memory, set_num_threads
     from food101hf.storage import check_output_dir, room_warning
 
     keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
                               model=base.get("model", cfg.model))
     check_model(dataclasses.replace(cfg, pretrained=False))  # --freeze and --opt, before any data loads
     out = Path(cfg.output_dir)
-    checkpoints = out / "checkpoints"
+    checkpoints = checkpoint_root(out)  # beside the output folder: that folder is the model, not training state
     check_resume(cfg, checkpoints, accelerator.num_processes)
     free = check_output_dir(out, cfg.model)  # writable, room for the export + a checkpoint
     if accelerator.is_main_process and (warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free)):
@@ -138,7 +138,10 @@ def main(argv=None) -> int:
 
     # export at the new size (config.json's input and test input size), then optionally push
     if accelerator.is_main_process:
-        metrics["eval_split"] = splits.eval_split
+        metrics |= {"eval_split": splits.eval_split, "mixed_precision": accelerator.mixed_precision,
+                    "hardware": describe_hardware(accelerator.device, accelerator.num_processes)}
+        if cfg.epochs > 0:
+            metrics["train_seconds"] = round(progress.train_seconds, 1)
         write_outputs(out, accelerator.unwrap_model(model), label_names, data_config, cfg.image_size, metrics)
         logger.info(f"top-1 {before['top1']:.4f} -> {metrics['top1']:.4f} at {cfg.image_size} px; model saved to "
                     f"{out.resolve()}")

@@ -31,14 +31,14 @@ def main(argv=None) -> int:
     from accelerate.utils import set_seed
     from timm.data import resolve_model_data_config
 
-    from food101hf.checkpoint import check_resume, start_or_resume
+    from food101hf.checkpoint import check_resume, checkpoint_root, start_or_resume
     from food101hf.config import save_config
     from food101hf.data import DatasetError, build_loaders, example_file, load_splits
     from food101hf.engine import create_accelerator, create_scheduler, fit, updates_per_epoch
     from food101hf.hub import push_run, write_outputs
     from food101hf.model import check_model, count_parameters, create_model, create_optimizer, freeze
     from food101hf.report import report_run
-    from food101hf.runtime import keep_freed_memory, set_num_threads
+    from food101hf.runtime import describe_hardware, keep_freed_memory, set_num_threads
     from food101hf.storage import check_output_dir, room_warning
 
     check_model(cfg)  # --model, --opt, --freeze against timm, before any weights or data load
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     accelerator = create_accelerator(cfg)
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
-    checkpoints = out / "checkpoints"
+    checkpoints = checkpoint_root(out)  # beside the output folder: that folder is the model, not training state
     check_resume(cfg, checkpoints, accelerator.num_processes)  # a checkpoint of other settings: refused now
     free = check_output_dir(out, cfg.model)  # writable, room for the export + a checkpoint: before any download
     if accelerator.is_main_process and (warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free)):
@@ -104,7 +104,9 @@ def main(argv=None) -> int:
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push
     if accelerator.is_main_process:
-        metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped)}
+        metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped),
+                    "train_seconds": round(progress.train_seconds, 1), "mixed_precision": accelerator.mixed_precision,
+                    "hardware": describe_hardware(accelerator.device, accelerator.num_processes)}
         write_outputs(out, accelerator.unwrap_model(model), splits.label_names, data_config, cfg.image_size,
                       metrics)
         logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")

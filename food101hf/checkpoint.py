@@ -1,8 +1,8 @@
 """Atomic, resumable checkpoints on top of Accelerate's save_state/load_state.
 
-    OUTPUT_DIR/checkpoints/update-00000120/   Accelerate's state (model, optimizer, registered scheduler, grad
+    OUTPUT_DIR-checkpoints/update-00000120/   Accelerate's state (model, optimizer, registered scheduler, grad
                                               scaler, every process's Python/NumPy/torch RNGs) + progress.json
-    OUTPUT_DIR/checkpoints/latest             the name of the newest complete checkpoint
+    OUTPUT_DIR-checkpoints/latest             the name of the newest complete checkpoint
 
 A checkpoint is written into a hidden temporary folder, flushed to disk and renamed into place, then `latest` is
 replaced the same way; older checkpoints are deleted only after that. A crash at any moment leaves the previous
@@ -36,6 +36,14 @@ logger = logging.getLogger(__name__)
 # Settings that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"output_dir", "num_workers", "report_to", "push_to_hub", "hub_private", "hub_revision",
                      "hub_commit_message", "checkpoint_every", "keep_checkpoints", "resume", "report"}
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    """Where a run's checkpoints go: beside OUTPUT_DIR, never inside it. OUTPUT_DIR is the model (what `hf upload`
+    or any copy of the folder publishes), and a checkpoint is training state with pickles in it (optimizer.bin,
+    RNG states), ~6x the model's size."""
+    output_dir = Path(output_dir).resolve()
+    return output_dir.with_name(f"{output_dir.name}-checkpoints")
 
 
 class CheckpointError(ValueError):
@@ -183,7 +191,7 @@ def find_checkpoint(resume: str, root: Path) -> Path | None:
     path = Path(resume).expanduser()
     if not (path / PROGRESS_FILE).is_file():
         raise CheckpointError(f"{path} is not a checkpoint (no {PROGRESS_FILE}); checkpoints are the "
-                              f"{PREFIX}* folders under OUTPUT_DIR/checkpoints")
+                              f"{PREFIX}* folders under OUTPUT_DIR-checkpoints")
     return path
 
 

@@ -158,6 +158,13 @@ def hub_parser() -> ArgumentParser:
     push.options.add_argument("--private", action="store_true", help="create the repo as private")
     push.options.add_argument("--revision", help="branch to push to (created if missing); default: main")
     push.options.add_argument("--commit-message", help="default: 'Upload FOLDER with food101hf'")
+    space = commands.add_parser("space", help="create or update a Gradio Space that serves a pushed model",
+                                description="Create or update a Gradio Space (app.py, food101hf's modules, pinned "
+                                            "requirements, example images, Space card) that serves a model repo.")
+    space.required.add_argument("model", help="model repo (org/name[@revision]) or an output folder pushed with "
+                                              "`push`")
+    space.required.add_argument("space_id", help="the Space to create or update, org/name")
+    space.options.add_argument("--private", action="store_true", help="create the Space as private")
     return parser
 
 

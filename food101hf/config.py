@@ -89,7 +89,7 @@ class TrainConfig:
     checkpoint_every: int | None = _help("also checkpoint every N optimizer updates (always at each epoch's end); "
                                          "default: only there", None)
     keep_checkpoints: int = _help("how many of the newest checkpoints to keep", 2)
-    resume: str | None = _help("'auto' (newest checkpoint in OUTPUT_DIR/checkpoints, if any) or a checkpoint path; "
+    resume: str | None = _help("'auto' (newest checkpoint in OUTPUT_DIR-checkpoints, if any) or a checkpoint path; "
                                "default: start afresh", None)
     push_to_hub: str | None = _help("after training, push the output folder to this Hub repo (org/name); "
                                     "default: no push", None)

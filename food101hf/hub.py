@@ -1,6 +1,7 @@
 """Export to timm's Hub format, the model card, and pushing an output folder to the Hub.
 
     python -m food101hf.hub push OUTPUT_DIR ORG/NAME [--private] [--revision BRANCH] [--commit-message MSG]
+    python -m food101hf.hub space MODEL ORG/SPACE [--private]     # a Gradio Space serving a pushed model (space.py)
 
 The token comes from the environment (HF_TOKEN) or `hf auth login`, never from a file of ours.
 """
@@ -15,23 +16,23 @@ if __name__ == "__main__":  # answer --help and refuse bad flags before huggingf
 import contextlib
 import copy
 import json
-import re
 import shutil
 import socket
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-import yaml
-from huggingface_hub import (EvalResult, ModelCard, ModelCardData, constants, create_branch, create_repo, get_token,
-                             upload_folder)
+from huggingface_hub import constants, create_branch, create_repo, get_token, upload_folder
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects
+
+from .card import build_card, model_license, read_recipes
 
 WEIGHTS = "model.safetensors"
 PUSHED_FILES = [WEIGHTS, "config.json", "README.md", "metrics.json", "train_config.yaml", "base_config.yaml",
                 "report/*"]
-FETCHED_FILES = [WEIGHTS, "config.json", "train_config.yaml"]  # what loading a model needs; nothing pickled
+# what loading and describing a model needs (the app shows metrics.json); nothing pickled
+FETCHED_FILES = [WEIGHTS, "config.json", "train_config.yaml", "metrics.json"]
 PICKLED_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]  # removed from the repo on push: safetensors only
 
 
@@ -62,12 +63,22 @@ def hub_errors(what: str, hint: str):
         raise HubError(f"{what} is not in the local cache and the Hub cannot be used ({e}); {hint}.") from None
 
 
-def export_model(model, out_dir: str | Path, label_names: list[str], image_size: int, crop_pct: float) -> None:
-    """Write model.safetensors + config.json so `timm.create_model("local-dir:OUT", pretrained=True)` loads it.
+# pretrained_cfg fields that describe a published checkpoint (timm's tag, its paper, origin and licence): an export
+# is not that checkpoint, so they go; the model card says where the weights came from.
+CHECKPOINT_PROVENANCE = ("tag", "hf_hub_id", "origin_url", "paper_ids", "paper_name", "notes", "description",
+                         "license")
+
+
+def export_model(model, out_dir: str | Path, label_names: list[str], image_size: int, crop_pct: float,
+                 license: str | None = None) -> None:
+    """Write model.safetensors + config.json, loadable by timm (`local-dir:OUT`, `hf-hub:org/name`) and by
+    transformers (`AutoModelForImageClassification`, `pipeline("image-classification")` through its TimmWrapper
+    classes, with `label_names` as `id2label`).
 
     Frozen BatchNorms go back to plain BatchNorm2d and weights to the default memory format, so the export is an
     ordinary timm model; pretrained_cfg records the size and crop the model was evaluated (and is served) at, as
-    both its input size and its test input size (so `resolve_data_config(use_test_size=True)` agrees).
+    both its input size and its test input size (so `resolve_data_config(use_test_size=True)` agrees, and so does
+    transformers' TimmWrapperImageProcessor, which reads `input_size`).
     """
     import torch
     from timm.models import save_for_hf
@@ -77,160 +88,39 @@ def export_model(model, out_dir: str | Path, label_names: list[str], image_size:
     size = (3, image_size, image_size)
     save_for_hf(export, out_dir, model_config={"label_names": list(label_names)}, safe_serialization=True,
                 data_config={"input_size": size, "test_input_size": size, "crop_pct": crop_pct})
+    config_file = Path(out_dir) / "config.json"
+    config = json.loads(config_file.read_text())
+    # timm records num_classes in model_args too; transformers' TimmWrapper passes num_classes=num_labels itself
+    # and then **model_args, which fails with "got multiple values for keyword argument 'num_classes'". The root
+    # num_classes is what both timm and transformers read.
+    config.get("model_args", {}).pop("num_classes", None)
+    for key in CHECKPOINT_PROVENANCE:
+        config["pretrained_cfg"].pop(key, None)
+    if license:
+        config["pretrained_cfg"]["license"] = license
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_outputs(out_dir: str | Path, model, label_names: list[str], data_config: dict, image_size: int,
                   metrics: dict) -> None:
     """The whole output folder: weights + timm config, metrics.json (with image_size), and the model card.
-    train_config.yaml is written at the start of the run, so a crashed run still says what it was."""
-    from .checkpoint import resume_advice
+    train_config.yaml (and base_config.yaml after a polish) is written at the start of the run, so a crashed run
+    still says what it was; the licence comes from it (`model_license`). Each file is staged and replaced whole:
+    a failed write leaves the previous files and no partial one, and says how to resume."""
+    from .checkpoint import checkpoint_root, resume_advice
     from .storage import staged_writes
 
     out_dir = Path(out_dir)
-    advice = resume_advice(out_dir / "checkpoints")  # a failed write leaves the previous files and no partial one
+    recipe, base = read_recipes(out_dir)
+    advice = resume_advice(checkpoint_root(out_dir))
     with staged_writes(out_dir, advice, files=f"{WEIGHTS}, config.json and metrics.json") as stage:
-        export_model(model, stage, label_names, image_size, data_config["crop_pct"])
+        export_model(model, stage, label_names, image_size, data_config["crop_pct"], model_license(recipe, base))
         (stage / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
     with staged_writes(out_dir, advice, files="README.md") as stage:
         build_card(out_dir).save(stage / "README.md")
 
 
-CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-A timm `{{ architecture }}` fine-tuned on {{ dataset }} with [food101hf](https://github.com/food101hf/food101hf)
-({{ num_classes }} classes, {{ image_size }} px).
-
-## Results
-
-Evaluated on {{ eval_split }} ({{ num_eval_samples }} images, {{ image_size }} px, center crop):
-
-| metric | value |
-|---|---|
-| top-1 | {{ "%.2f" | format(top1 * 100) }}% |
-| top-5 | {{ "%.2f" | format(top5 * 100) }}% |
-| eval loss | {{ "%.4f" | format(eval_loss) }} |
-{{ extra_results }}
-{{ error_analysis }}
-## How to use
-
-```python
-import timm, torch
-model = timm.create_model("{{ load_id }}", pretrained=True).eval()
-cfg = timm.data.resolve_model_data_config(model)
-transform = timm.data.create_transform(**cfg)
-labels = model.pretrained_cfg["label_names"]
-```
-
-or, with food101hf installed:
-
-```python
-from food101hf import predict
-predict("dish.jpg", model="{{ model_ref }}")  # [{"label": ..., "score": ...}, ...]
-```
-
-## Training recipe
-
-{{ recipe_summary }}
-
-```yaml
-{{ recipe_yaml }}```
-
-Weights are stored as safetensors only.
-"""
-
-
-def _recipe_summary(recipe: dict) -> str:
-    frozen = recipe.get("freeze") or "none"
-    start = f"ImageNet weights of `{recipe['model']}`" if recipe.get("pretrained") else "random initialisation"
-    return (f"From {start}; frozen: `{frozen}`. {recipe['epochs']} epochs at {recipe['image_size']} px, "
-            f"{recipe['opt']} (lr {recipe['lr']}, weight decay {recipe['weight_decay']}), cosine schedule with "
-            f"{recipe['warmup_epochs']} warmup epochs, Mixup {recipe['mixup']} / CutMix {recipe['cutmix']}, label "
-            f"smoothing {recipe['smoothing']}, gradient clipping {recipe['clip_grad']}, mixed precision "
-            f"{recipe['mixed_precision']}.")
-
-
-def _polish_summary(recipe: dict, base: dict | None, metrics: dict) -> str:
-    """polish.py's recipe (its config has `init`), with the before/after numbers and how the base was trained."""
-    bn = (f"BatchNorm statistics re-estimated on {recipe['bn_batches']} batches of {recipe['batch_size']} training "
-          f"images (eval preprocessing)" if recipe.get("bn_reestimate") else "BatchNorm statistics kept")
-    text = f"Polished from `{recipe['init']}` at {recipe['image_size']} px: {bn}"
-    if recipe["epochs"]:
-        text += (f", then {recipe['epochs']} epochs of fine-tuning, frozen `{recipe.get('freeze') or 'none'}`, "
-                 f"{recipe['opt']} (lr {recipe['lr']} on a cosine to {recipe['min_lr']}, weight decay "
-                 f"{recipe['weight_decay']}), Mixup {recipe['mixup']} / CutMix {recipe['cutmix']}, label smoothing "
-                 f"{recipe['smoothing']}, mixed precision {recipe['mixed_precision']}")
-    text += "."
-    if "before_polish" in metrics and recipe["epochs"]:
-        text += (f" Top-1 at {recipe['image_size']} px before the fine-tune: "
-                 f"{metrics['before_polish']['top1'] * 100:.2f}%, after: {metrics['top1'] * 100:.2f}%.")
-    if base:
-        how = _polish_summary(base, None, {}) if "init" in base else _recipe_summary(base)
-        text += f"\n\nThe base model ({base['image_size']} px, recipe in `base_config.yaml`): {how}"
-    return text
-
-
-def _is_repo_id(ref: str) -> bool:
-    """`org/name` (optionally `@revision`) that is not a local path."""
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+(@.+)?", ref)) and not Path(ref).expanduser().exists()
-
-
-def _base_model(recipe: dict, base: dict | None) -> str | None:
-    if "init" in recipe:  # polished: the init repo, else what the base started from
-        return recipe["init"].partition("@")[0] if _is_repo_id(recipe["init"]) else _base_model(base or {}, None)
-    return f"timm/{recipe['model']}" if recipe.get("pretrained") else None
-
-
-def build_card(folder: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:
-    """The model card for an output folder, built from its config.json, metrics.json and train_config.yaml (and
-    base_config.yaml for a polished model). Local dataset paths appear by their folder name only."""
-    folder = Path(folder)
-    config = json.loads((folder / "config.json").read_text())
-    metrics = json.loads((folder / "metrics.json").read_text())
-    recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
-    base = yaml.safe_load((folder / "base_config.yaml").read_text()) if (folder / "base_config.yaml").is_file() \
-        else None
-    dataset = recipe["dataset"]
-    on_hub = _is_repo_id(dataset)
-    dataset_name = dataset if on_hub else Path(dataset).name  # "demo", or a local folder's name
-    ref = f"{repo_id}@{revision}" if repo_id and revision else repo_id
-    card_data = ModelCardData(
-        library_name="timm",
-        license="apache-2.0",
-        pipeline_tag="image-classification",
-        tags=["image-classification", "timm", "food101hf", "food"],
-        datasets=[dataset] if on_hub else None,
-        base_model=_base_model(recipe, base),
-        model_name=repo_id or folder.name,
-        eval_results=[
-            EvalResult(task_type="image-classification", task_name="Image Classification",
-                       dataset_type=dataset if on_hub else "imagefolder", dataset_name=dataset_name,
-                       dataset_split=metrics.get("eval_split", "validation"),
-                       dataset_args={"image_size": metrics["image_size"]},
-                       metric_type="accuracy", metric_name=name, metric_value=round(metrics[key], 4),
-                       metric_config=f"{metrics['image_size']}px")
-            for key, name in (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy"))
-        ],
-    )
-    summary = _polish_summary(recipe, base, metrics) if "init" in recipe else _recipe_summary(recipe)
-    return ModelCard.from_template(
-        card_data, template_str=CARD_TEMPLATE,
-        title=repo_id or folder.name, architecture=config["architecture"], dataset=dataset_name,
-        num_classes=config["num_classes"], image_size=metrics["image_size"],
-        eval_split=metrics.get("eval_split", "validation"), num_eval_samples=metrics["num_eval_samples"],
-        top1=metrics["top1"], top5=metrics["top5"], eval_loss=metrics["eval_loss"],
-        extra_results=metrics.get("card_extra", ""),
-        error_analysis=(folder / "report" / "card.md").read_text(encoding="utf-8")
-        if (folder / "report" / "card.md").is_file() else "",
-        load_id=f"hf-hub:{ref}" if ref else f"local-dir:{folder}", model_ref=ref or str(folder),
-        recipe_summary=summary, recipe_yaml=yaml.safe_dump(recipe, sort_keys=False),
-    )
-
-
-def _stage(folder: Path, staging: Path, card: ModelCard) -> None:
+def _stage(folder: Path, staging: Path, card) -> None:
     """The push as a folder of its own: links to the files of `folder` that are pushed (copies where links are not
     allowed) and the card written for the repo, so that nothing in `folder` changes before the push succeeds."""
     files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
@@ -298,8 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     from .cli import hub_parser
 
     args = hub_parser().parse_args(argv)
-    print(push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                      commit_message=args.commit_message))
+    if args.command == "space":
+        from .space import create_space
+
+        print(create_space(args.model, args.space_id, private=args.private))
+    else:
+        print(push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                          commit_message=args.commit_message))
     return 0
 
 

@@ -4,7 +4,9 @@
     predict("dish.jpg", model="outputs/food101")          # [{"label": "ramen", "score": 0.93}, ...]
     predict(["a.jpg", "b.png"], model="org/name", top_k=3)  # one such list per image
     predictor = Predictor("org/name")                     # loads the model once
-    predictor(images, top_k=5)
+    predictor(images, top_k=None)                         # every class, best first
+    predictor(images, errors="skip")                      # None in place of an unreadable image
+    predictor.label_scores("dish.jpg")                    # {"ramen": 0.93, ...}: what gr.Label shows
 
     python -m food101hf.predict --model M [--top-k K] [--tta] FILES_OR_FOLDERS...   # or: food101hf-predict
         one JSON line per image on stdout; an unreadable file gets one line on stderr, and exit status 1
@@ -25,6 +27,7 @@ if __name__ == "__main__":  # answer --help and refuse bad flags before torch an
 import contextlib
 import io
 import json
+import logging
 import math
 import os
 import sys
@@ -47,6 +50,8 @@ from .model import load_trained
 from .runtime import cpu_has_native_bf16, keep_freed_memory
 
 SINGLE = (str, Path, Image.Image, bytes, bytearray, np.ndarray)
+ERRORS = ("raise", "skip")
+logger = logging.getLogger(__name__)
 
 
 class ImageError(ValueError):
@@ -71,6 +76,8 @@ def load_image(image, min_size: int | None = None) -> Image.Image:
     """Any accepted input as an RGB PIL image. For a JPEG we open ourselves, `min_size` lets the decoder scale
     by 1/2, 1/4 or 1/8 while the short side stays >= min_size (PIL's draft): a 4000x3000 photo served at 224 px
     decodes several times faster. Raises ImageError naming the input."""
+    if image is None:
+        raise ImageError("None: no image (an empty upload, or a missing item in a batch)")
     try:
         if isinstance(image, (str, Path)):
             opened = Image.open(image)
@@ -161,13 +168,14 @@ class Predictor:
                 probs = (probs + self.model(x.flip(-1)).float().softmax(-1)) / 2
         return probs.cpu()
 
-    def _top(self, probs: torch.Tensor, top_k: int) -> list[dict]:
-        scores, indices = probs.topk(min(top_k, len(self.labels)))
+    def _top(self, probs: torch.Tensor, top_k: int | None) -> list[dict]:
+        scores, indices = probs.topk(len(self.labels) if top_k is None else min(top_k, len(self.labels)))
         return [{"label": self.labels[i], "score": s} for s, i in zip(scores.tolist(), indices.tolist())]
 
-    def stream(self, images: Iterable, top_k: int = 5) -> Iterator[list[dict] | ImageError]:
+    def stream(self, images: Iterable, top_k: int | None = 5) -> Iterator[list[dict] | ImageError]:
         """Each image's predictions in input order, or the ImageError of an image that could not be read; the
         others are still answered. Holds at most two batches in memory."""
+        _check_top_k(top_k)
         def submit(pool, chunk):
             return [pool.submit(self.preprocess, image) for image in chunk]
 
@@ -195,9 +203,18 @@ class Predictor:
                 yield from answer(batch)
                 batch = following if ahead else submit(pool, _take(iterator, self.batch_size))
 
-    def __call__(self, images, top_k: int = 5) -> list[dict] | list[list[dict]]:
-        """One image -> a list of {"label", "score"}, best first; a list of images -> one such list per image.
-        Raises ImageError for an input that cannot be read."""
+    def __call__(self, images, top_k: int | None = 5, errors: str = "raise") -> list[dict] | list[list[dict] | None]:
+        """One image -> a list of {"label", "score"}, best first (`top_k` of them; None: every class); a list of
+        images -> one such list per image, in order.
+
+        An input that cannot be read raises ImageError (a ValueError naming it) with errors="raise"; with
+        errors="skip" the other images are still answered, the unreadable one gets None in its place, and a
+        warning naming it is logged (`logging`, logger "food101hf.predict"). None as the input is a ValueError."""
+        if errors not in ERRORS:
+            raise ValueError(f"errors must be one of {', '.join(ERRORS)}, got {errors!r}")
+        if images is None:
+            raise ValueError("no image given (None): pass a path, PIL image, bytes or numpy array, or a list of "
+                             "them")
         single = isinstance(images, SINGLE)
         if not single and not isinstance(images, Iterable):
             raise TypeError(f"expected a path, PIL image, bytes or numpy array, or a list of them, got "
@@ -205,21 +222,40 @@ class Predictor:
         results = []
         for result in self.stream([images] if single else images, top_k):
             if isinstance(result, ImageError):
-                raise result
+                if errors == "raise":
+                    raise result
+                logger.warning(f"skipped {result}")
+                result = None
             results.append(result)
         return results[0] if single else results
+
+    def label_scores(self, images, top_k: int | None = None, errors: str = "raise") -> dict | list[dict | None]:
+        """Like calling the predictor, with each image's answer as one {label: score} dict, best first (every
+        class by default): the form `gradio.Label` and most apps take."""
+        results = self(images, top_k, errors)
+        return _as_dict(results) if isinstance(images, SINGLE) else [_as_dict(r) for r in results]
+
+
+def _as_dict(predictions: list[dict] | None) -> dict[str, float] | None:
+    return None if predictions is None else {p["label"]: p["score"] for p in predictions}
+
+
+def _check_top_k(top_k) -> None:
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be a positive integer, or None for every class; got {top_k!r}")
 
 
 def _take(iterator: Iterator, n: int) -> list:
     return [item for _, item in zip(range(n), iterator)]
 
 
-def predict(images, model: str | Path, top_k: int = 5, device: str | torch.device | None = None,
-            batch_size: int = 32, tta: bool = False):
-    """Classify one image (-> list of {"label", "score"}, best first) or a list of images (-> a list of those).
+def predict(images, model: str | Path, top_k: int | None = 5, device: str | torch.device | None = None,
+            batch_size: int = 32, tta: bool = False, errors: str = "raise"):
+    """Classify one image (-> list of {"label", "score"}, best first) or a list of images (-> a list of those);
+    `top_k=None` gives every class, `errors="skip"` None for an unreadable image (see `Predictor.__call__`).
     Loads `model` (a folder written by train.py/polish.py, or a Hub repo id) on each call: keep a `Predictor`
     to classify more than once."""
-    return Predictor(model, device=device, batch_size=batch_size, tta=tta)(images, top_k=top_k)
+    return Predictor(model, device=device, batch_size=batch_size, tta=tta)(images, top_k=top_k, errors=errors)
 
 
 class _CallableModule(types.ModuleType):

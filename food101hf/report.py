@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import resume_advice
+from .checkpoint import checkpoint_root, resume_advice
 from .data import DatasetError
 from .decode import open_rgb
 from .engine import evaluate_logits, ranked_predictions, score_logits
@@ -329,7 +329,7 @@ def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out
     end_training), from `evaluation` (the final model's (logits, labels) on eval_loader) when given; with
     --no-report, an earlier run's report/ is removed instead: it describes other weights."""
     if cfg.report:
-        with staged_writes(out / "report", resume_advice(out / "checkpoints"), files="the report") as stage:
+        with staged_writes(out / "report", resume_advice(checkpoint_root(out)), files="the report") as stage:
             write_report(accelerator, model, eval_loader, label_names, stage, cfg.image_size,
                          eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
                          title=f"Error analysis of {out.name}", evaluation=evaluation)

@@ -63,6 +63,24 @@ def keep_freed_memory() -> bool:
         (M_MMAP_THRESHOLD, 32 << 20), (M_TRIM_THRESHOLD, 2**31 - 1), (M_TOP_PAD, 1 << 30)))
 
 
+def describe_hardware(device, num_processes: int = 1) -> str:
+    """What a run computed on, for metrics.json and the model card: e.g. '1 x NVIDIA H100 80GB HBM3' or
+    '2 x CPU process (AMD EPYC 9454P, 2 threads each)'. `device` is a torch.device (no torch import here)."""
+    if device.type == "cuda":
+        import torch
+
+        return f"{num_processes} x {torch.cuda.get_device_name(device)}"
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = platform.processor() or platform.machine()
+    import torch
+
+    threads = torch.get_num_threads()
+    return f"{num_processes} x {device.type.upper()} process ({model}, {threads} thread{'s' * (threads != 1)} each)"
+
+
 # Environment variables only the launchers set in the processes they start (accelerate's launch_command_parser
 # sets ACCELERATE_DYNAMO_BACKEND for every launch mode; torchrun's agent sets TORCHELASTIC_RUN_ID).
 LAUNCHER_MARKERS = ("ACCELERATE_DYNAMO_BACKEND", "TORCHELASTIC_RUN_ID")

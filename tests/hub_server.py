@@ -5,11 +5,11 @@ It serves the calls huggingface_hub 2.x makes for
 - a push: create_repo, create_branch, README metadata validation, preupload (regular or LFS), the LFS batch API and
   the single-part LFS upload it hands out, and the ndjson commit;
 - a pull: repo info (at a revision), the file tree, paths-info, and HEAD/GET on resolve URLs with the ETag and
-  X-Repo-Commit headers the download cache keys on;
-for model repos (`/api/models/ORG/NAME/...`, `/ORG/NAME/resolve/...`) and, read-only, dataset repos
-(`/api/datasets/ORG/NAME/...`, `/datasets/ORG/NAME/resolve/...`: what `datasets.load_dataset("org/name")` calls:
-the README.md dataset card, repo info, the tree of data files, then each parquet shard). A missing repo answers
-404 with X-Error-Code RepoNotFound, as the Hub does. Seed read-only repos with `add_repo`.
+  X-Repo-Commit headers the download cache keys on.
+Model repos are keyed `org/name`, Space and dataset repos `spaces/org/name` and `datasets/org/name` (the same
+calls under /api/spaces/..., /spaces/.../resolve/...; for a dataset, what `datasets.load_dataset("org/name")`
+calls: the README.md dataset card, repo info, the tree of data files, then each parquet shard). A missing repo
+answers 404 with X-Error-Code RepoNotFound, as the Hub does. Seed repos as if pushed with `add_repo`.
 It keeps every commit of every repo in memory and serves back exactly what was pushed. Write calls must carry
 `Authorization: Bearer <token>`; private repos are invisible without it.
 
@@ -129,7 +129,8 @@ class HubServer:
     def create_repo(self, body: dict) -> tuple[int, dict]:
         if not body.get("organization"):
             raise HubError(400, "this test server only knows org/name repos")
-        repo_id = f"{body['organization']}/{body['name']}"
+        kind = {"model": "", "space": "spaces/", "dataset": "datasets/"}[body.get("type") or "model"]
+        repo_id = f"{kind}{body['organization']}/{body['name']}"
         if repo_id in self.repos:
             return 409, {"error": "You already created this model repo", "url": f"{self.url}/{repo_id}"}
         repo = self.repos[repo_id] = Repo(private=body.get("visibility") == "private" or bool(body.get("private")))
@@ -209,8 +210,9 @@ class HubServer:
     def repo_info(self, repo_id: str, revision: str, authorised: bool) -> tuple[int, dict]:
         repo = self._repo(repo_id, authorised)
         sha = self._commit(repo, revision)
-        return 200, {"id": repo_id.removeprefix("datasets/"), "modelId": repo_id, "sha": sha,
-                     "private": repo.private, "siblings": [{"rfilename": path} for path in sorted(repo.commits[sha])]}
+        name = repo_id.removeprefix("spaces/").removeprefix("datasets/")
+        return 200, {"id": name, "modelId": name, "sha": sha, "private": repo.private,
+                     "siblings": [{"rfilename": path} for path in sorted(repo.commits[sha])]}
 
     def paths_info(self, repo_id: str, revision: str, paths: list[str], authorised: bool) -> tuple[int, list]:
         repo = self._repo(repo_id, authorised)
@@ -265,6 +267,12 @@ def validate_card(content: str) -> tuple[int, dict]:
 
 
 REPO = r"(?P<repo>[^/]+/[^/]+)"
+KIND = r"(?P<kind>models|spaces|datasets)"  # in /api/<kind>/...; resolve and LFS URLs have /spaces|/datasets or none
+
+
+def _key(m: re.Match) -> str:
+    """The repos dict's key of a matched URL: `org/name` for a model, `spaces/org/name` for a Space."""
+    return m["repo"] if m["kind"] in (None, "models") else f"{m['kind']}/{m['repo']}"
 
 
 def _handler_class(hub: HubServer):
@@ -311,26 +319,21 @@ def _handler_class(hub: HubServer):
 
         def _route(self, path: str, query: dict, authorised: bool):
             method = self.command
-            # dataset repos: the model routes below, with the repo kept under "datasets/ORG/NAME"
-            kind = "datasets/" if path.startswith(("/datasets/", "/api/datasets/")) else ""
-            path = path.replace("/api/datasets/", "/api/models/", 1) if kind else path
-            path = path.removeprefix("/datasets") if kind and not path.startswith("/api/") else path
-            if method in ("HEAD", "GET") and (m := re.fullmatch(rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)):
-                headers, content = hub.resolve(kind + m["repo"], unquote(m["rev"]), unquote(m["file"]), authorised)
+            if method in ("HEAD", "GET") and (m := re.fullmatch(
+                    rf"(/(?P<kind>spaces|datasets))?/{REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", path)):
+                headers, content = hub.resolve(_key(m), unquote(m["rev"]), unquote(m["file"]), authorised)
                 return self._send(200, headers=headers, body=content)
-            if method == "GET" and (m := re.fullmatch(rf"/api/models/{REPO}(/revision/(?P<rev>[^/]+))?", path)):
-                return self._send(*hub.repo_info(kind + m["repo"], unquote(m["rev"] or "main"), authorised))
-            if method == "GET" and (m := re.fullmatch(rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)(?P<p>/.*)?", path)):
+            if method == "GET" and (m := re.fullmatch(rf"/api/{KIND}/{REPO}(/revision/(?P<rev>[^/]+))?", path)):
+                return self._send(*hub.repo_info(_key(m), unquote(m["rev"] or "main"), authorised))
+            if method == "GET" and (m := re.fullmatch(rf"/api/{KIND}/{REPO}/tree/(?P<rev>[^/]+)(?P<p>/.*)?", path)):
                 recursive = query.get("recursive", "").lower() == "true"
-                return self._send(*hub.tree(kind + m["repo"], unquote(m["rev"]), unquote(m["p"] or ""), recursive,
+                return self._send(*hub.tree(_key(m), unquote(m["rev"]), unquote(m["p"] or ""), recursive,
                                             authorised))
-            if method == "POST" and (m := re.fullmatch(rf"/api/models/{REPO}/paths-info/(?P<rev>[^/]+)", path)):
+            if method == "POST" and (m := re.fullmatch(rf"/api/{KIND}/{REPO}/paths-info/(?P<rev>[^/]+)", path)):
                 body = self._body()
                 paths = (json.loads(body)["paths"] if body.lstrip().startswith(b"{") else
                          [unquote(v) for k, v in (p.split("=", 1) for p in body.decode().split("&")) if k == "paths"])
-                return self._send(*hub.paths_info(kind + m["repo"], unquote(m["rev"]), paths, authorised))
-            if kind:
-                raise HubError(404, f"no route for {method} /{kind}{path}")
+                return self._send(*hub.paths_info(_key(m), unquote(m["rev"]), paths, authorised))
             if method == "POST" and path == "/api/validate-yaml":
                 return self._send(*validate_card(json.loads(self._body())["content"]))
             if method == "PUT" and (m := re.fullmatch(r"/lfs-upload/(?P<oid>[0-9a-f]{64})", path)):
@@ -343,15 +346,15 @@ def _handler_class(hub: HubServer):
             body = self._body()
             if path == "/api/repos/create":
                 return self._send(*hub.create_repo(json.loads(body)))
-            if m := re.fullmatch(rf"/api/models/{REPO}/branch/(?P<branch>[^/]+)", path):
-                return self._send(*hub.create_branch(m["repo"], unquote(m["branch"]), json.loads(body or b"{}")))
-            if m := re.fullmatch(rf"/api/models/{REPO}/preupload/(?P<rev>[^/]+)", path):
-                return self._send(*hub.preupload(m["repo"], unquote(m["rev"]), json.loads(body)))
-            if m := re.fullmatch(rf"/{REPO}\.git/info/lfs/objects/batch", path):
-                return self._send(*hub.lfs_batch(m["repo"], json.loads(body)))
-            if m := re.fullmatch(rf"/api/models/{REPO}/commit/(?P<rev>[^/]+)", path):
+            if m := re.fullmatch(rf"/api/{KIND}/{REPO}/branch/(?P<branch>[^/]+)", path):
+                return self._send(*hub.create_branch(_key(m), unquote(m["branch"]), json.loads(body or b"{}")))
+            if m := re.fullmatch(rf"/api/{KIND}/{REPO}/preupload/(?P<rev>[^/]+)", path):
+                return self._send(*hub.preupload(_key(m), unquote(m["rev"]), json.loads(body)))
+            if m := re.fullmatch(rf"(/(?P<kind>spaces|datasets))?/{REPO}\.git/info/lfs/objects/batch", path):
+                return self._send(*hub.lfs_batch(_key(m), json.loads(body)))
+            if m := re.fullmatch(rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)", path):
                 lines = [json.loads(line) for line in body.splitlines() if line.strip()]
-                return self._send(*hub.commit(m["repo"], unquote(m["rev"]), lines))
+                return self._send(*hub.commit(_key(m), unquote(m["rev"]), lines))
             raise HubError(404, f"no route for {method} {path}")
 
         do_GET = do_HEAD = do_POST = do_PUT = _dispatch

@@ -33,7 +33,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     (["--opt", "adamx"], "--opt adamx: not a timm optimizer (e.g. adamw, sgd, lamb; timm.optim.list_optimizers() "
                          "lists them)"),
     (["--resume", "nowhere"], "nowhere is not a checkpoint (no progress.json); checkpoints are the update-* "
-                              "folders under OUTPUT_DIR/checkpoints"),
+                              "folders under OUTPUT_DIR-checkpoints"),
     (["--batchsize", "8"], "unrecognized arguments: --batchsize (did you mean --batch-size?) 8 "
                            "(`train.py --help` lists the flags)"),
 ])

@@ -3,14 +3,19 @@
 import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
 import yaml
 from huggingface_hub import ModelCard, constants, hf_api, upload_file
+from PIL import Image
+from transformers.utils import hub as transformers_hub
 
 from conftest import CLASSES, export_model_folder, run_script
+from loaders import food101hf_scores, timm_scores, top1, transformers_auto_scores, transformers_pipeline_scores
 from food101hf.hub import HubError, main, push_folder
 from food101hf.model import load_trained
 from food101hf.predict import Predictor
@@ -28,6 +33,7 @@ def point_client_at(monkeypatch, url: str) -> None:
     monkeypatch.setattr(constants, "ENDPOINT", url)
     monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setattr(hf_api.api, "endpoint", url)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers keeps an HfApi made at its first use
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # plain LFS uploads and HTTP downloads
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -64,6 +70,49 @@ def test_push_uploads_safetensors_config_card_and_recipe_only(hub, model_dir):
                if method == "POST" and path != "/api/validate-yaml")
     config = json.loads(files["config.json"])
     assert config["label_names"] == sorted(CLASSES) and config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+
+
+def photos_of_every_size(folder: Path) -> list[str]:
+    """Smaller, larger, wider and taller than the served size, so resize and crop both matter."""
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (w, h) in enumerate([(50, 40), (120, 90), (37, 80), (300, 64)]):
+        paths.append(str(folder / f"photo{i}.jpg"))
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1], quality=95)
+    return paths
+
+
+def assert_same_scores(got: list[dict], want: list[dict], atol: float) -> None:
+    for g, w in zip(got, want, strict=True):
+        assert g.keys() == w.keys()
+        assert max(abs(g[k] - w[k]) for k in w) <= atol, (g, w)
+
+
+@pytest.mark.parametrize("image_size", [32, 48])
+def test_timm_food101hf_and_transformers_load_the_export_locally_and_from_the_hub(hub, tmp_path, image_size):
+    from transformers import AutoConfig, AutoImageProcessor
+
+    folder = export_model_folder(tmp_path / "run", sorted(CLASSES), image_size=image_size)
+    config = json.loads((folder / "config.json").read_text())
+    assert "num_classes" not in config["model_args"] and config["num_classes"] == 3
+    assert not {"tag", "paper_ids", "origin_url"} & set(config["pretrained_cfg"])  # not the ImageNet checkpoint
+    push_folder(folder, "food/loaders")
+    photos = photos_of_every_size(tmp_path / "photos")
+    expected = food101hf_scores(folder, photos, precision="fp32")
+    for ref in (str(folder), "food/loaders"):
+        assert AutoConfig.from_pretrained(ref).id2label == dict(enumerate(sorted(CLASSES)))
+        # the wrapper's image processor reads our pretrained_cfg: same size, crop, interpolation, mean and std
+        processor_config = AutoImageProcessor.from_pretrained(ref).data_config
+        served = Predictor(ref).data_config
+        assert {k: tuple(processor_config[k]) if k in ("mean", "std") else processor_config[k] for k in served} \
+            == {k: tuple(v) if k in ("mean", "std") else v for k, v in served.items()}
+        assert processor_config["input_size"] == (3, image_size, image_size)
+        assert_same_scores(food101hf_scores(ref, photos, precision="fp32"), expected, atol=0)
+        assert_same_scores(timm_scores(f"local-dir:{ref}" if ref == str(folder) else f"hf-hub:{ref}", photos),
+                           expected, atol=2e-3)
+        assert_same_scores(transformers_auto_scores(ref, photos), expected, atol=2e-3)
+        assert_same_scores(transformers_pipeline_scores(ref, photos), expected, atol=2e-3)
 
 
 def test_card_is_regenerated_on_every_push_with_hub_metadata(hub, model_dir):
@@ -166,6 +215,19 @@ def test_pulled_model_predicts_like_the_local_one_and_then_works_offline(hub, mo
 
 # --- the real scripts: train -> push -> pull -> polish from the Hub -> push -> pull -------------------------------
 
+def assert_every_loader_agrees(folder: Path, repo: str, photos: list[str]) -> None:
+    """timm, food101hf and transformers (auto + pipeline), from the folder and from the Hub: same top-1 labels, and
+    probabilities within 2e-3 of food101hf's fp32 ones (Pillow's resize vs torchvision's on uint8 tensors)."""
+    expected = food101hf_scores(folder, photos, precision="fp32")
+    for scores in (timm_scores(f"local-dir:{folder}", photos), timm_scores(f"hf-hub:{repo}", photos),
+                   food101hf_scores(repo, photos, precision="fp32"),
+                   transformers_auto_scores(str(folder), photos), transformers_auto_scores(repo, photos),
+                   transformers_pipeline_scores(str(folder), photos), transformers_pipeline_scores(repo, photos)):
+        assert_same_scores(scores, expected, atol=2e-3)
+        clear = [i for i, e in enumerate(expected) if abs(sorted(e.values())[-1] - sorted(e.values())[-2]) > 4e-3]
+        assert [top1(scores)[i] for i in clear] == [top1(expected)[i] for i in clear]  # and so the same top-1
+
+
 TINY = ["--no-pretrained", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
         "--warmup-epochs", "0.5", "--freeze", "none"]
 
@@ -184,6 +246,7 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     local = Predictor(out)(photos)
     assert Predictor("food/tiny")(photos) == local
     assert timm.create_model("hf-hub:food/tiny", pretrained=True).pretrained_cfg["label_names"] == sorted(CLASSES)
+    assert_every_loader_agrees(out, "food/tiny", photos)
 
     # polish the pulled model at 48 px; the dataset defaults to the one it was trained on
     polished = tmp_path / "polished"
@@ -195,6 +258,7 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     served = Predictor("food/tiny-48")
     assert served.data_config["input_size"] == (3, 48, 48)
     assert served(photos) == Predictor(polished)(photos)
+    assert_every_loader_agrees(polished, "food/tiny-48", photos)
     card = hub.files("food/tiny-48")["README.md"].decode()
     assert "Polished from `food/tiny` at 48 px" in card and "base_model: food/tiny" in card
     assert yaml.safe_load(hub.files("food/tiny-48")["train_config.yaml"])["dataset"] == str(image_folder)

@@ -59,7 +59,7 @@ def test_a_polish_checkpoints_and_resumes_like_train(image_folder, tmp_path):
             "--output-dir", str(out)]
     first = run_script(*args)
     assert first.returncode == 0, first.stderr
-    assert (out / "checkpoints" / "latest").is_file() and not (out / "report").exists()
+    assert (tmp_path / "polished-checkpoints" / "latest").is_file() and not (out / "report").exists()
     weights = load_file(out / "model.safetensors")
 
     again = run_script(*args, "--resume", "auto")

@@ -145,3 +145,46 @@ def test_cli_module_runs_as_a_user_runs_it(model_dir, photo, tmp_path):
     assert result.returncode == 1
     assert [json.loads(line)["file"] for line in result.stdout.splitlines()] == [photo]
     assert "bad.jpg: cannot be read as an image" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- the API apps use: every class, {label: score}, a bad image in a batch, None --------------------------------
+
+def test_top_k_none_gives_every_class_best_first(predictor, photo):
+    result = predictor(photo, top_k=None)
+    assert sorted(r["label"] for r in result) == sorted(CLASSES)
+    assert [r["score"] for r in result] == sorted((r["score"] for r in result), reverse=True)
+    assert sum(r["score"] for r in result) == pytest.approx(1, abs=1e-5)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="top_k must be a positive integer, or None"):
+            predictor(photo, top_k=bad)
+
+
+def test_label_scores_are_a_dict_for_gradio_label(predictor, photo):
+    as_dict = predictor.label_scores(photo)
+    assert as_dict == scores(predictor(photo, top_k=None)) and list(as_dict) == [r["label"] for r in
+                                                                                  predictor(photo, top_k=None)]
+    assert len(predictor.label_scores(photo, top_k=2)) == 2
+    assert predictor.label_scores([photo, photo]) == [as_dict, as_dict]
+
+
+def test_a_batch_with_a_bad_image_answers_the_others_with_errors_skip(predictor, model_dir, photo, tmp_path, caplog):
+    notes = tmp_path / "notes.jpg"
+    notes.write_text("not an image")
+    with pytest.raises(ImageError, match="notes.jpg: cannot be read as an image"):
+        predictor([photo, str(notes), photo])
+    result = predictor([photo, str(notes), None, photo], errors="skip")
+    assert result[1] is None and result[2] is None
+    assert result[0] == result[3] == predictor(photo)
+    assert "notes.jpg: cannot be read as an image" in caplog.text and "None: no image" in caplog.text
+    assert predictor.label_scores([str(notes), photo], errors="skip")[0] is None
+    assert food101hf.predict([str(notes)], model=model_dir, errors="skip") == [None]
+    with pytest.raises(ValueError, match="errors must be one of raise, skip"):
+        predictor(photo, errors="ignore")
+
+
+def test_none_is_a_clear_value_error(predictor):
+    with pytest.raises(ValueError, match=r"no image given \(None\)"):
+        predictor(None)
+    with pytest.raises(ImageError, match="None: no image"):
+        predictor([None])
+

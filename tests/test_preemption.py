@@ -17,7 +17,8 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from conftest import CLASSES, ROOT, run_script, write_image_folder
-from food101hf.checkpoint import LATEST, Progress, complete_checkpoints, run_signature, save_checkpoint
+from food101hf.checkpoint import (LATEST, Progress, checkpoint_root, complete_checkpoints, run_signature,
+                                  save_checkpoint)
 from food101hf.config import TrainConfig
 from food101hf.preemption import PREEMPTED_EXIT, SaveAborted, StopOnSignal
 
@@ -144,7 +145,7 @@ def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
     process = start([*args, "--output-dir", str(out)], log)
-    wait_for(out / "checkpoints" / LATEST, process)
+    wait_for(checkpoint_root(out) / LATEST, process)
     if signum == signal.SIGTERM:
         os.killpg(process.pid, signum)  # every process, DataLoader workers too, as SLURM and Ctrl-C do
     else:
@@ -159,7 +160,7 @@ def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise
     progress = json.loads((path / "progress.json").read_text())
     assert progress["num_updates"] == update and path.name == f"update-{update:08d}"
     assert 0 < progress["batches_done"] < 6, "the signal was meant to land mid-epoch"
-    assert (out / "checkpoints" / LATEST).read_text() == path.name
+    assert (checkpoint_root(out) / LATEST).read_text() == path.name
     assert not (out / "model.safetensors").exists()
 
     resumed = run_script(*args, "--output-dir", str(out), "--resume", "auto")
@@ -201,7 +202,7 @@ def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(image_
     process = start(["-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--dataset",
                      str(image_folder), *TINY, "--epochs", "3", "--num-workers", "0", "--checkpoint-every", "1",
                      "--output-dir", str(out)], log)
-    wait_for(out / "checkpoints" / LATEST, process)
+    wait_for(checkpoint_root(out) / LATEST, process)
     ranks = rank_pids(process)
     assert sorted(ranks) == [0, 1], ranks
     os.kill(ranks[1], signal.SIGUSR1)  # the rank that does not write the checkpoint's shared files
@@ -215,4 +216,4 @@ def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(image_
     assert json.loads((path / "progress.json").read_text())["num_updates"] == int(stops[0][0])
     assert {p.name for p in path.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
     assert not (out / "model.safetensors").exists()
-    assert not list((out / "checkpoints").glob(".tmp-*"))
+    assert not list(checkpoint_root(out).glob(".tmp-*"))

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, run_script
+from food101hf.checkpoint import checkpoint_root
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_resume_against_other_data_is_refused_naming_what_changed(image_folder, 
     args = ["train.py", "--dataset", str(image_folder), *TINY, "--epochs", "2", "--output-dir", str(out)]
     first = run_script(*args, "--epochs", "1")
     assert first.returncode == 0, first.stderr
-    fingerprint = json.loads((out / "checkpoints" / "update-00000006" / "progress.json").read_text())[
+    fingerprint = json.loads((checkpoint_root(out) / "update-00000006" / "progress.json").read_text())[
         "signature"]["data"]["train"]["fingerprint"]
     for photo in sorted((image_folder / "train" / "beignets").glob("*.jpg"))[:4]:
         photo.unlink()  # 24 -> 20 training photos

@@ -15,8 +15,8 @@ from accelerate.state import AcceleratorState
 from conftest import CLASSES, export_model_folder, run_script
 from test_hub import hub  # noqa: F401  the test Hub fixture
 from food101hf import storage
-from food101hf.checkpoint import (LATEST, CheckpointError, Progress, complete_checkpoints, find_checkpoint,
-                                  load_checkpoint, run_signature, save_checkpoint)
+from food101hf.checkpoint import (LATEST, CheckpointError, Progress, checkpoint_root, complete_checkpoints,
+                                  find_checkpoint, load_checkpoint, run_signature, save_checkpoint)
 from food101hf.config import TrainConfig
 from food101hf.storage import StorageError, check_output_dir, estimated_sizes, staged_writes
 
@@ -157,7 +157,9 @@ def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatc
 
     folder = export_model_folder(tmp_path / "model", CLASSES)
     card = (folder / "README.md").read_text()
-    save = hub_module.ModelCard.save
+    from huggingface_hub import ModelCard
+
+    save = ModelCard.save
 
     def full_disk_in_folder(self, path):  # the push's own staging (outside the folder) still works
         if not Path(path).is_relative_to(folder):
@@ -165,7 +167,7 @@ def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatc
         Path(path).write_text("partial")
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(hub_module.ModelCard, "save", full_disk_in_folder)
+    monkeypatch.setattr(ModelCard, "save", full_disk_in_folder)
     with pytest.raises(hub_module.HubError, match=r"could not write .*README.md: .*The push to org/name succeeded"):
         hub_module.push_folder(folder, "org/name")
     assert "org/name" in hub.repos  # pushed
@@ -199,9 +201,9 @@ def test_train_on_a_disk_that_fills_up_keeps_its_last_checkpoint_and_resumes(ima
         assert "Traceback" not in failed.stderr
         error = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
         assert len(error) == 1 and "could not write checkpoint" in error[0], failed.stderr
-        first = out / "checkpoints" / "update-00000006"
+        first = checkpoint_root(out) / "update-00000006"
         assert f"The checkpoint {first} is intact" in error[0] and "--resume auto" in error[0]
-        assert not list((out / "checkpoints").glob(".tmp-*"))
+        assert not list(checkpoint_root(out).glob(".tmp-*"))
         assert json.loads((first / "progress.json").read_text())["epoch"] == 1
 
         subprocess.run(["mount", "-o", "remount,size=600m", str(disk)], check=True)  # space freed
@@ -213,12 +215,12 @@ def test_train_on_a_disk_that_fills_up_keeps_its_last_checkpoint_and_resumes(ima
 
 
 def test_an_export_that_does_not_fit_keeps_nothing_partial_and_says_how_to_resume(small_disk, accelerator):
-    save_checkpoint(accelerator, small_disk / "checkpoints", Progress(SIGNATURE, num_updates=6), keep=1)
+    save_checkpoint(accelerator, checkpoint_root(small_disk), Progress(SIGNATURE, num_updates=6), keep=1)
     with pytest.raises(StorageError) as failed:
         export_model_folder(small_disk, CLASSES)  # a 45 MB ResNet-18 export into a 2 MB filesystem
     message = str(failed.value)
     assert message.startswith(f"could not write model.safetensors, config.json and metrics.json into {small_disk}: "
                               f"No space left on device; nothing partial was kept.")
-    assert f"The checkpoint {small_disk / 'checkpoints' / 'update-00000006'} is intact" in message
+    assert f"The checkpoint {checkpoint_root(small_disk) / 'update-00000006'} is intact" in message
     assert "--resume auto" in message and "\n" not in message
-    assert sorted(p.name for p in small_disk.iterdir()) == ["checkpoints", "train_config.yaml"]
+    assert sorted(p.name for p in small_disk.iterdir()) == ["train_config.yaml"]

@@ -22,9 +22,11 @@ def test_any_local_folder_trains_from_scratch_and_exports_a_timm_model(image_fol
     assert result.returncode == 0, result.stderr
     assert f"model saved to {out.resolve()}" in result.stderr
 
+    # the folder is the model: resume state lives beside it, where `hf upload run` cannot pick it up
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["README.md", "checkpoints", "config.json", "metrics.json", "model.safetensors", "report",
-                     "train_config.yaml"]
+    assert files == ["README.md", "config.json", "metrics.json", "model.safetensors", "report", "train_config.yaml"]
+    assert (tmp_path / "run-checkpoints" / "latest").is_file()
+    assert not [p for p in out.rglob("*") if p.suffix in (".bin", ".pkl", ".pt", ".pth")]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_eval_samples"] == 9 and metrics["image_size"] == 32 and metrics["epoch"] == 2
     assert 0 <= metrics["top1"] <= metrics["top5"] <= 1 and metrics["train_images_per_second"] > 0

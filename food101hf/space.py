@@ -1,0 +1,124 @@
+"""A Hugging Face Space that serves a pushed model with food101hf's Gradio demo (food101hf/app.py).
+
+    python -m food101hf.hub space MODEL SPACE_ID [--private]
+
+MODEL is a model repo on the Hub (`org/name`, `org/name@revision`) or an output folder pushed with
+`python -m food101hf.hub push` (its model card names the repo). The Space holds:
+
+    README.md         Space metadata: Gradio SDK and Python version as installed here, app_file, the model, licence
+    app.py            runs `food101hf.app` on the model repo
+    food101hf/        this package's modules (it is not on PyPI)
+    requirements.txt  food101hf's dependencies pinned to the versions installed here
+    examples/         one validation image per class (up to 10) when the model's dataset is on this machine
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import shutil
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+from huggingface_hub import ModelCard, SpaceCard, SpaceCardData, create_repo, get_token, repo_exists, upload_folder
+from huggingface_hub.errors import HfHubHTTPError
+
+from .card import is_repo_id, model_license, read_recipes
+from .hub import HubError, hub_errors, require_hub
+from .model import trained_folder
+
+APP = '''"""Serves {model} with food101hf's Gradio demo (food101hf/app.py). Spaces run `python app.py`."""
+
+import sys
+
+from food101hf.app import main
+
+sys.exit(main(["--model", "{model}"{examples}]))
+'''
+
+SPACE_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+A web demo of the image classifier [{{ repo_id }}](https://huggingface.co/{{ repo_id }}): upload, paste or take a
+photo and see its top-5 classes. {{ about }}
+
+Built with food101hf; `app.py` runs `food101hf.app` (the package's modules are in `food101hf/`).
+"""
+
+
+def pushed_repo(model: str | Path) -> str:
+    """The model repo a Space should serve: `model` itself if it is a repo id, else the repo a pushed output folder's
+    card names (`hub push` writes it). Raises HubError for a folder that was never pushed."""
+    if is_repo_id(str(model)):
+        return str(model)
+    card_file = Path(model) / "README.md"
+    name = ModelCard.load(card_file).data.model_name if card_file.is_file() else None
+    if not name or not is_repo_id(name):
+        raise HubError(f"{model} has not been pushed to the Hub, and a Space serves a Hub model repo: run "
+                       f"`python -m food101hf.hub push {model} ORG/NAME` first, then pass ORG/NAME (or the folder)")
+    return name
+
+
+def pinned_requirements() -> str:
+    """food101hf's install_requires at the versions installed here, one `name==version` a line."""
+    names = [re.match(r"[A-Za-z0-9_.-]+", r).group() for r in metadata.requires("food101hf") or []
+             if "extra ==" not in r]
+    return "".join(f"{name}=={metadata.version(name)}\n" for name in names)
+
+
+def write_space(model: str, staging: Path) -> None:
+    """Everything the Space holds, written into `staging` (see the module docstring)."""
+    import gradio
+
+    from .app import example_images
+
+    repo_id = pushed_repo(model)
+    local = Path(model) if Path(model).is_dir() else trained_folder(repo_id)
+    examples = example_images(local)
+    for image in map(Path, examples):
+        (staging / "examples").mkdir(exist_ok=True)
+        shutil.copyfile(image, staging / "examples" / f"{image.parent.name}{image.suffix.lower()}")
+    (staging / "app.py").write_text(APP.format(model=repo_id, examples=', "--examples", "examples"' if examples
+                                               else ""))
+    shutil.copytree(Path(__file__).parent, staging / "food101hf", ignore=shutil.ignore_patterns("__pycache__"))
+    (staging / "requirements.txt").write_text(pinned_requirements())
+    recipe, base = read_recipes(local)
+    demo = recipe.get("dataset") == "demo"
+    card_data = SpaceCardData(
+        title=repo_id.partition("@")[0].split("/")[-1], sdk="gradio", sdk_version=gradio.__version__,
+        python_version=".".join(platform.python_version_tuple()[:2]), app_file="app.py",
+        models=[repo_id.partition("@")[0]], license=model_license(recipe, base),
+        tags=["food101hf", "image-classification", "timm"], emoji="🍽️", colorFrom="yellow", colorTo="red",
+        pinned=False, short_description="Classify a photo of a dish with a food101hf model")
+    about = ("The model was trained on synthetic drawings (food101hf's offline demo), so it will not recognise real "
+             "photos." if demo else "")
+    SpaceCard.from_template(card_data, template_str=SPACE_TEMPLATE, title=card_data.title, repo_id=repo_id,
+                            about=about).save(staging / "README.md")
+
+
+def create_space(model: str | Path, space_id: str, *, private: bool = False) -> str:
+    """Create (or update) the Gradio Space `space_id` serving `model` (see `pushed_repo`). Returns the commit URL.
+    The token is huggingface_hub's (HF_TOKEN or `hf auth login`); raises HubError when the Hub cannot be used."""
+    repo_id = pushed_repo(model)
+    if get_token() is None:
+        raise HubError(f"no Hub token: set HF_TOKEN or run `hf auth login` to create the Space {space_id}")
+    hint = "check the model repo id and your connection"
+    require_hub(f"creating the Space {space_id}", hint=hint)
+    with hub_errors(f"model {repo_id}", hint=hint):
+        if not repo_exists(repo_id.partition("@")[0]):
+            raise HubError(f"{repo_id} is not a model repo on the Hub (or not visible to your token): push it first")
+        with tempfile.TemporaryDirectory() as staging:
+            write_space(str(model), Path(staging))
+            try:
+                create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+                commit = upload_folder(repo_id=space_id, repo_type="space", folder_path=staging,
+                                       delete_patterns=["food101hf/**", "examples/**"],
+                                       commit_message=f"Serve {repo_id} with food101hf's Gradio demo")
+            except HfHubHTTPError as e:
+                raise HubError(f"the Hub refused the Space {space_id}: {e}. Check that your token has write "
+                               f"access") from None
+    return commit.commit_url
