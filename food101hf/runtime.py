@@ -21,10 +21,16 @@ def set_openmp_defaults() -> bool:
     cores to the data loader workers between ops instead of fighting them for it: one epoch of the benchmark
     trained at 83-85 img/s instead of 75-79 (model-only speed changes within noise). OpenMP reads the setting
     once, when torch loads it, so this runs on `import food101hf` and is a no-op once torch is imported.
-    Returns whether the setting applies to this process."""
+    Returns whether the setting applies to this process.
+
+    Also, before torch loads, a launcher's default OMP_NUM_THREADS is replaced by `resolve_threads`'s count in the
+    environment, so torch starts with it (see `set_num_threads` for why not later)."""
     if "torch" in sys.modules:
         return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    threads = resolve_threads()
+    if threads.launcher_default:
+        os.environ["OMP_NUM_THREADS"] = str(threads.count)
     return os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
 
 
@@ -85,6 +91,7 @@ THREADS_FLAG = "--num_cpu_threads_per_process"  # accelerate launch's flag
 class Threads:
     count: int  # torch intra-op threads for this process
     reason: str  # where the count comes from, for the log
+    launcher_default: bool = False  # the count replaces an OMP_NUM_THREADS a launcher chose on its own
 
 
 def usable_cores() -> int:
@@ -144,15 +151,20 @@ def resolve_threads(environ: dict[str, str] | None = None, parent_pid: int | Non
                                                 for arg in launcher_args):
         return Threads(int(value), "OMP_NUM_THREADS / --num_cpu_threads_per_process given to the launcher")
     name = "accelerate launch" if launcher == "ACCELERATE_DYNAMO_BACKEND" else "torchrun"
-    return Threads(share.count, f"{share.reason}; {name}'s default OMP_NUM_THREADS={value} overridden")
+    return Threads(share.count, f"{share.reason}; {name}'s default OMP_NUM_THREADS={value} overridden", True)
 
 
 def set_num_threads() -> Threads:
     """Apply `resolve_threads` to torch (intra-op threads of this process); the entry points call it first and
-    log the result."""
+    log the result. Usually torch already runs with that count, from the environment `set_openmp_defaults` fixed
+    on `import food101hf`, and nothing is called: a `torch.set_num_threads` in the parent before its DataLoader
+    workers fork left OpenMP threads in each worker that do not block SIGTERM, so a SIGTERM to the process group
+    (SLURM, Ctrl-C) killed the workers that `preemption.ignore_stop_signals` is there to keep alive. Only when
+    torch was imported before food101hf does this call it."""
     import torch
 
     threads = resolve_threads()
-    torch.set_num_threads(threads.count)
+    if torch.get_num_threads() != threads.count:
+        torch.set_num_threads(threads.count)
     return threads
 

@@ -55,6 +55,7 @@ def test_the_allocator_keeps_freed_memory_on_glibc():
 
 
 THREADS = """
+import food101hf  # first, as the entry points do: a launcher's default is replaced before torch loads
 import torch
 from food101hf.runtime import set_num_threads
 threads = set_num_threads()
