@@ -82,7 +82,9 @@ def test_the_readme_food101_command_runs_small_through_the_hubs_real_layout(tmp_
     with HubServer(token="hf_x") as hub:
         hub.add_repo("ethz/food101", food101_repo(), repo_type="dataset")
         hub.add_repo("timm/resnet18.a1_in1k", served)
-        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1"}
+        # a cache of its own: the served Food-101 and weights must not satisfy later tests' offline runs
+        env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+               "HF_HOME": str(tmp_path / "hf")}
         out = tmp_path / "food101"
         trained = run_script("train.py", "--config", "configs/food101.yaml", "--epochs", "1", "--image-size", "32",
                              "--batch-size", "16", "--num-workers", "0", "--mixed-precision", "no",

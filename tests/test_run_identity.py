@@ -38,7 +38,7 @@ def test_resume_against_other_data_is_refused_naming_what_changed(image_folder, 
     result = run_script(*args, "--epochs", "1", "--resume", "auto")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     message = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
-    assert message.startswith(f"error: {out / 'checkpoints' / 'update-00000006'} comes from other data (train split: "
+    assert message.startswith(f"error: {checkpoint_root(out) / 'update-00000006'} comes from other data (train split: "
                               f"checkpoint 24 images (fingerprint {fingerprint}), now 20 (fingerprint ")
     assert message.endswith("). Resume with the same settings and data, or use another --output-dir to start afresh")
     assert snapshot(out) == before  # nothing written or changed
