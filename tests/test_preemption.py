@@ -1,5 +1,5 @@
 """Stop signals: the flag, the handlers' scope, a second signal while saving; end-to-end (slow): a signalled run
-checkpoints at the update it stopped on, exits 75 and resumes bitwise identically; two processes stop together."""
+checkpoints at the update it stopped on, exits 75 and resumes bitwise identically. Launchers: test_requeue.py."""
 
 import hashlib
 import json
@@ -169,51 +169,3 @@ def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise
     assert digest(out / "model.safetensors") == digest(whole / "model.safetensors")
     assert comparable(json.loads((out / "metrics.json").read_text())) == \
         comparable(json.loads((whole / "metrics.json").read_text()))
-
-
-def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
-    """{rank: pid} of torchrun's worker processes, from their environment."""
-    found = {}
-    for status in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            environ = dict(item.split("=", 1) for item in status.read_text().split("\0") if "=" in item)
-        except OSError:
-            continue
-        if environ.get("TORCHELASTIC_RUN_ID") and str(launcher.pid) in _ancestors(int(status.parent.name)):
-            found[int(environ["RANK"])] = int(status.parent.name)
-    return found
-
-
-def _ancestors(pid: int) -> list[str]:
-    chain = []
-    while pid > 1:
-        try:
-            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            break
-        chain.append(str(pid))
-    return chain
-
-
-@pytest.mark.slow
-def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(image_folder, tmp_path):
-    out, log = tmp_path / "run", tmp_path / "run.log"
-    # 24 images / (batch 4 x 2 processes) = 3 updates an epoch
-    process = start(["-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--dataset",
-                     str(image_folder), *TINY, "--epochs", "3", "--num-workers", "0", "--checkpoint-every", "1",
-                     "--output-dir", str(out)], log)
-    wait_for(checkpoint_root(out) / LATEST, process)
-    ranks = rank_pids(process)
-    assert sorted(ranks) == [0, 1], ranks
-    os.kill(ranks[1], signal.SIGUSR1)  # the rank that does not write the checkpoint's shared files
-    process.wait(timeout=120)
-    stderr = log.read_text()
-    stops = re.findall(r"stopped by SIGUSR1 after optimizer update (\d+): checkpoint (\S+)\. .*\(process (\d)\)",
-                       stderr)
-    assert sorted(rank for _, _, rank in stops) == ["0", "1"], stderr
-    assert len({(update, path) for update, path, _ in stops}) == 1  # the same update, the same checkpoint
-    path = Path(stops[0][1])
-    assert json.loads((path / "progress.json").read_text())["num_updates"] == int(stops[0][0])
-    assert {p.name for p in path.glob("random_states_*.pkl")} == {"random_states_0.pkl", "random_states_1.pkl"}
-    assert not (out / "model.safetensors").exists()
-    assert not list(checkpoint_root(out).glob(".tmp-*"))

@@ -1,0 +1,176 @@
+"""Preemption through the launchers (slow): the README's SLURM scripts, run as written with a stand-in `scontrol`
+and the tiny run in place of the recipe's, stop, requeue and resume bitwise identically; under torchrun a signal
+that reaches one rank stops both at the same update, in a checkpoint identical to the periodic one there."""
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import CLASSES, ROOT, write_image_folder
+from food101hf.checkpoint import LATEST, checkpoint_root
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5", "--epochs", "3",
+        "--num-workers", "0", "--checkpoint-every", "1", "--keep-checkpoints", "20"]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+RECIPE = "train.py --config configs/food101.yaml --resume auto"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def files(checkpoint: Path) -> dict[str, str]:
+    return {p.name: digest(p) for p in checkpoint.iterdir() if p.name != "progress.json"}
+
+
+def progress(checkpoint: Path) -> dict:
+    """The checkpoint's progress.json without its one timing."""
+    return {k: v for k, v in json.loads((checkpoint / "progress.json").read_text()).items() if k != "train_seconds"}
+
+
+def start(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=log.open("a"), start_new_session=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be signalled"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, Path]:
+    """The dataset and the output folders of runs nothing stopped, one and two processes."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    write_image_folder(root / "food" / "train", CLASSES, per_class=8)
+    write_image_folder(root / "food" / "validation", CLASSES, per_class=3, seed=1)
+    common = ["train.py", "--dataset", str(root / "food"), *TINY]
+    runs = {"dataset": root / "food"}
+    for name, launcher in (("python", [sys.executable]), ("torchrun", TORCHRUN)):
+        runs[name] = root / name
+        result = subprocess.run([*launcher, *common, "--output-dir", str(root / name)], cwd=ROOT, capture_output=True,
+                                text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        assert result.returncode == 0, result.stderr
+    return runs
+
+
+def readme_script(first_line: str) -> str:
+    """The README's bash block under "Requeue on a cluster" whose run starts with first_line."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Requeue on a cluster"):]
+    blocks = re.findall(r"```bash\n(.*?)```", section[:section.index("\n## ")], re.S)
+    return next(block for block in blocks if f"\n{first_line} " in block)
+
+
+def as_tiny_run(script: str, dataset: Path, out: Path) -> str:
+    """The script with the recipe's launcher and run swapped for this interpreter and the tiny run into out."""
+    script = script.replace("\npython train.py", f"\n{sys.executable} train.py")
+    script = script.replace("\ntorchrun --nproc_per_node 4", "\n" + " ".join(TORCHRUN))
+    script = script.replace(RECIPE, f"train.py --dataset {dataset} {' '.join(TINY)} --resume auto "
+                                    f"--output-dir {out}")
+    script = script.replace("outputs/food101-resnet18-192", str(out))
+    assert str(out) in script and "configs/food101.yaml" not in script
+    return script
+
+
+def submit(script: str, tmp_path: Path, log: Path) -> subprocess.Popen:
+    """Run a batch script the way SLURM does: bash, SLURM_JOB_ID set, `scontrol` on PATH (records its arguments)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.calls"}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    (tmp_path / "job.sh").write_text(script)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "PYTHONUNBUFFERED": "1"}
+    return start(["bash", str(tmp_path / "job.sh")], log, env)
+
+
+def scontrol_calls(tmp_path: Path) -> list[str]:
+    calls = tmp_path / "scontrol.calls"
+    return calls.read_text().splitlines() if calls.exists() else []
+
+
+@pytest.mark.parametrize("launcher, status", [("python", 75), ("torchrun", 1)])
+def test_the_readmes_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninterrupted, tmp_path, launcher,
+                                                                                 status):
+    out, log = tmp_path / "run", tmp_path / "job.log"
+    script = as_tiny_run(readme_script(launcher), uninterrupted["dataset"], out)
+
+    job = submit(script, tmp_path, log)
+    wait_for(checkpoint_root(out) / LATEST, job)
+    job.send_signal(signal.SIGUSR1)  # --signal=B:USR1: the batch shell only
+    assert job.wait(timeout=180) == status, log.read_text()
+    assert scontrol_calls(tmp_path) == ["requeue 4242"], log.read_text()
+    stderr = log.read_text()
+    assert len(re.findall(r"stopped by SIG(TERM|USR1) after optimizer update", stderr)) == (2 if launcher == "torchrun" else 1)
+    tracebacks = stderr.count("Traceback (most recent call last)")  # torchrun's own, when it is signalled
+    assert tracebacks == 0 if launcher == "python" else tracebacks == 1 and "SignalException" in stderr, stderr
+    assert not (out / "model.safetensors").exists()
+
+    requeued = submit(script, tmp_path, log)  # SLURM starts the same script again
+    assert requeued.wait(timeout=600) == 0, log.read_text()
+    assert scontrol_calls(tmp_path) == ["requeue 4242"]  # finished: not requeued again
+    assert digest(out / "model.safetensors") == digest(uninterrupted[launcher] / "model.safetensors")
+
+
+def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes, from their environment."""
+    found = {}
+    for status in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            environ = dict(item.split("=", 1) for item in status.read_text().split("\0") if "=" in item)
+        except OSError:
+            continue
+        if environ.get("TORCHELASTIC_RUN_ID") and str(launcher.pid) in _ancestors(int(status.parent.name)):
+            found[int(environ["RANK"])] = int(status.parent.name)
+    return found
+
+
+def _ancestors(pid: int) -> list[str]:
+    chain = []
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+        chain.append(str(pid))
+    return chain
+
+
+def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(uninterrupted, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    args = ["train.py", "--dataset", str(uninterrupted["dataset"]), *TINY]  # 24 images / (4 x 2) = 3 updates an epoch
+    process = start([*TORCHRUN, *args, "--output-dir", str(out)], log)
+    wait_for(checkpoint_root(out) / LATEST, process)
+    ranks = rank_pids(process)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGUSR1)  # the rank that does not write the checkpoint's shared files
+    process.wait(timeout=120)
+    stderr = log.read_text()
+    stops = re.findall(r"stopped by SIGUSR1 after optimizer update (\d+): checkpoint (\S+)\. .*\(process (\d)\)",
+                       stderr)
+    assert sorted(rank for _, _, rank in stops) == ["0", "1"], stderr
+    assert len({(update, path) for update, path, _ in stops}) == 1  # the same update, the same checkpoint
+    path = Path(stops[0][1])
+    assert json.loads((path / "progress.json").read_text())["num_updates"] == int(stops[0][0])
+    periodic = checkpoint_root(uninterrupted["torchrun"]) / path.name
+    assert files(path) == files(periodic)  # weights, optimizer, scheduler, every process's RNG states
+    assert progress(path) == progress(periodic)
+    assert not (out / "model.safetensors").exists()
+    assert not list(checkpoint_root(out).glob(".tmp-*"))
+
+    resumed = subprocess.run([*TORCHRUN, *args, "--output-dir", str(out), "--resume", "auto"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert digest(out / "model.safetensors") == digest(uninterrupted["torchrun"] / "model.safetensors")
