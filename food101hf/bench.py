@@ -142,18 +142,18 @@ def launched(folder: Path, cfg: TrainConfig) -> Callable[[], dict[str, float]]:
 
 
 def data_only(cfg: TrainConfig, count: int, torchcodec: bool = True) -> Callable[[], float]:
-    """Decode + augment + normalise in this process with one torch thread, as one loader worker does; JPEGs decoded
-    by TorchCodec (food101hf.decode), or by Pillow as before it."""
+    """What one loader worker does for train.py, in this process with one torch thread: the training loader's own
+    dataset (read, decode, seeded augmentation, uint8 out), JPEGs decoded by TorchCodec (food101hf.decode), or by
+    Pillow as before it."""
     from timm.data import resolve_model_data_config
 
-    from .data import SeededAugmentation, build_transform, load_splits, with_transform
+    from .data import build_loaders, load_splits
     from .model import create_model
 
     splits = load_splits(cfg)
     data_config = resolve_model_data_config(create_model(cfg, len(splits.label_names)))
-    transform = build_transform(data_config, cfg.image_size, True, cfg)
-    dataset = SeededAugmentation(with_transform(splits.train, transform, cfg.image_column, cfg.label_column),
-                                 cfg.seed)
+    dataset = build_loaders(splits, cfg, data_config, cfg.image_size, cfg.seed)[0].dataset
+    count = min(count, len(dataset))
 
     def run() -> None:
         threads, decoder = torch.get_num_threads(), decoding.decode_jpeg
@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     if "e2e" in sections:
         runs["e2e"] = launched(folder, cfg)
     if "data" in sections:
-        runs["data"] = data_only(cfg, 4 * args.batch_size)
-        runs["data, Pillow"] = data_only(cfg, 4 * args.batch_size, torchcodec=False)
+        runs["data"] = data_only(cfg, 16 * args.batch_size)
+        runs["data, Pillow"] = data_only(cfg, 16 * args.batch_size, torchcodec=False)
     if "naive" in sections:
         runs["naive"] = naive(folder, cfg, args.steps)
     if "predict" in sections:
