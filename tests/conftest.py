@@ -1,9 +1,11 @@
 """Shared fixtures: tiny generated image folders and a runner for the real scripts. Nothing touches the network."""
 
+import hashlib
 import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,26 @@ def run_script(*args: str, timeout: int = 300, env: dict | None = None) -> subpr
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def start_script(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start a command as a user would, offline, in a session of its own (so that it can be signalled as a group),
+    its stderr appended to log."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=log.open("a"),
+                            start_new_session=True)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Wait until path exists; fail if the process ended first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert process.poll() is None, "the run ended before it could be signalled"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def plant_bad_files(folder: Path) -> list[str]:

@@ -1,7 +1,6 @@
 """Stop signals: the flag, the handlers' scope, a second signal while saving; end-to-end (slow): a signalled run
 checkpoints at the update it stopped on, exits 75 and resumes bitwise identically. Launchers: test_requeue.py."""
 
-import hashlib
 import json
 import os
 import re
@@ -16,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
-from conftest import CLASSES, ROOT, run_script, write_image_folder
+from conftest import CLASSES, digest, run_script, start_script, wait_for, write_image_folder
 from food101hf.checkpoint import (LATEST, Progress, checkpoint_root, complete_checkpoints, run_signature,
                                   save_checkpoint)
 from food101hf.config import TrainConfig
@@ -103,25 +102,9 @@ def test_dataloader_workers_leave_stop_signals_to_the_main_process_but_obey_its_
     assert out.strip() == "28" and main.returncode == 0
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
 
 def comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("train_images_per_second", "train_seconds")}  # timings
-
-
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=log.open("w"), start_new_session=True)
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be signalled"
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +127,7 @@ def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise
     args, whole = uninterrupted  # the signal follows the first periodic checkpoint (update 2)
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
-    process = start([*args, "--output-dir", str(out)], log)
+    process = start_script([sys.executable, *args, "--output-dir", str(out)], log)
     wait_for(checkpoint_root(out) / LATEST, process)
     if signum == signal.SIGTERM:
         os.killpg(process.pid, signum)  # every process, DataLoader workers too, as SLURM and Ctrl-C do

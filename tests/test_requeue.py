@@ -2,19 +2,17 @@
 and the tiny run in place of the recipe's, stop, requeue and resume bitwise identically; under torchrun a signal
 that reaches one rank stops both at the same update, in a checkpoint identical to the periodic one there."""
 
-import hashlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES, ROOT, write_image_folder
+from conftest import CLASSES, ROOT, digest, run_script, start_script, wait_for, write_image_folder
 from food101hf.checkpoint import LATEST, checkpoint_root
 
 pytestmark = pytest.mark.slow
@@ -25,10 +23,6 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "
 RECIPE = "train.py --config configs/food101.yaml --resume auto"
 
 
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def files(checkpoint: Path) -> dict[str, str]:
     return {p.name: digest(p) for p in checkpoint.iterdir() if p.name != "progress.json"}
 
@@ -36,18 +30,6 @@ def files(checkpoint: Path) -> dict[str, str]:
 def progress(checkpoint: Path) -> dict:
     """The checkpoint's progress.json without its one timing."""
     return {k: v for k, v in json.loads((checkpoint / "progress.json").read_text()).items() if k != "train_seconds"}
-
-
-def start(command: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=log.open("a"), start_new_session=True)
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert process.poll() is None, "the run ended before it could be signalled"
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +42,7 @@ def uninterrupted(tmp_path_factory) -> dict[str, Path]:
     runs = {"dataset": root / "food"}
     for name, launcher in (("python", [sys.executable]), ("torchrun", TORCHRUN)):
         runs[name] = root / name
-        result = subprocess.run([*launcher, *common, "--output-dir", str(root / name)], cwd=ROOT, capture_output=True,
-                                text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        result = run_script(*launcher[1:], *common, "--output-dir", str(root / name), timeout=600)
         assert result.returncode == 0, result.stderr
     return runs
 
@@ -93,7 +74,7 @@ def submit(script: str, tmp_path: Path, log: Path) -> subprocess.Popen:
     (bin_dir / "scontrol").chmod(0o755)
     (tmp_path / "job.sh").write_text(script)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "PYTHONUNBUFFERED": "1"}
-    return start(["bash", str(tmp_path / "job.sh")], log, env)
+    return start_script(["bash", str(tmp_path / "job.sh")], log, env)
 
 
 def scontrol_calls(tmp_path: Path) -> list[str]:
@@ -151,7 +132,7 @@ def _ancestors(pid: int) -> list[str]:
 def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(uninterrupted, tmp_path):
     out, log = tmp_path / "run", tmp_path / "run.log"
     args = ["train.py", "--dataset", str(uninterrupted["dataset"]), *TINY]  # 24 images / (4 x 2) = 3 updates an epoch
-    process = start([*TORCHRUN, *args, "--output-dir", str(out)], log)
+    process = start_script([*TORCHRUN, *args, "--output-dir", str(out)], log)
     wait_for(checkpoint_root(out) / LATEST, process)
     ranks = rank_pids(process)
     assert sorted(ranks) == [0, 1], ranks
@@ -170,7 +151,6 @@ def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(uninte
     assert not (out / "model.safetensors").exists()
     assert not list(checkpoint_root(out).glob(".tmp-*"))
 
-    resumed = subprocess.run([*TORCHRUN, *args, "--output-dir", str(out), "--resume", "auto"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    resumed = run_script(*TORCHRUN[1:], *args, "--output-dir", str(out), "--resume", "auto", timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert digest(out / "model.safetensors") == digest(uninterrupted["torchrun"] / "model.safetensors")
