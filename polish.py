@@ -134,6 +134,9 @@ def main(argv=None) -> int:
         metrics = before | {"epoch": 0}
     metrics["before_polish"] = {key: before[key] for key in ("top1", "top5", "eval_loss")}
     report_run(accelerator, cfg, model, eval_loader, label_names, out, splits.eval_split, last_evaluation)
+    # the loaders' persistent workers are shut down here: left to the interpreter's exit, they get multiprocessing's
+    # SIGTERM, which torch reports as `DataLoader worker ... exited unexpectedly` after a run that succeeded
+    train_loader, eval_loader = accelerator.free_memory(train_loader, eval_loader)
     accelerator.end_training()
 
     # export at the new size (config.json's input and test input size), then optionally push

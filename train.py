@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     # error analysis of the final model, from the last epoch's evaluation; the main process writes report/
     # (before end_training, which takes the process group down, and before the model card, which shows it)
     report_run(accelerator, cfg, model, eval_loader, splits.label_names, out, splits.eval_split, last_evaluation)
+    # the loaders' persistent workers are shut down here: left to the interpreter's exit, they get multiprocessing's
+    # SIGTERM, which torch reports as `DataLoader worker ... exited unexpectedly` after a run that succeeded
+    train_loader, eval_loader = accelerator.free_memory(train_loader, eval_loader)
     accelerator.end_training()
 
     # export: timm Hub format (safetensors), metrics, model card; then optionally push

@@ -71,3 +71,12 @@ def test_load_trained_reads_an_output_folder_and_refuses_others(image_folder, tm
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_trained(tmp_path / "empty")
+
+
+def test_a_run_with_loader_workers_ends_without_a_worker_error(image_folder, tmp_path):
+    """Persistent loader workers left alive to the interpreter's exit got multiprocessing's SIGTERM, and torch
+    printed `DataLoader worker ... exited unexpectedly with exit code 143` after every successful run."""
+    result = run_script("train.py", "--dataset", str(image_folder), "--no-pretrained", "--image-size", "32",
+                        "--epochs", "2", "--batch-size", "8", "--num-workers", "2", "--output-dir", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "exited unexpectedly" not in result.stderr, result.stderr
