@@ -18,7 +18,7 @@ from food101hf.checkpoint import LATEST, checkpoint_root
 pytestmark = pytest.mark.slow
 
 TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5", "--epochs", "3",
-        "--num-workers", "0", "--checkpoint-every", "1", "--keep-checkpoints", "20"]
+        "--num-workers", "0", "--checkpoint-every", "1"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 RECIPE = "train.py --config configs/food101.yaml --resume auto"
 
@@ -42,7 +42,8 @@ def uninterrupted(tmp_path_factory) -> dict[str, Path]:
     runs = {"dataset": root / "food"}
     for name, launcher in (("python", [sys.executable]), ("torchrun", TORCHRUN)):
         runs[name] = root / name
-        result = run_script(*launcher[1:], *common, "--output-dir", str(root / name), timeout=600)
+        keep = ["--keep-checkpoints", "9"] if name == "torchrun" else []  # all 9 updates': the periodic checkpoints
+        result = run_script(*launcher[1:], *common, *keep, "--output-dir", str(root / name), timeout=600)
         assert result.returncode == 0, result.stderr
     return runs
 
@@ -103,6 +104,20 @@ def test_the_readmes_slurm_script_stops_requeues_and_resumes_bitwise_identically
     assert requeued.wait(timeout=600) == 0, log.read_text()
     assert scontrol_calls(tmp_path) == ["requeue 4242"]  # finished: not requeued again
     assert digest(out / "model.safetensors") == digest(uninterrupted[launcher] / "model.safetensors")
+
+
+@pytest.mark.parametrize("launcher, status", [("python", 75), ("torchrun", 1)])
+def test_the_readmes_slurm_script_waits_for_the_checkpoint_on_scancel_and_does_not_requeue(uninterrupted, tmp_path,
+                                                                                         launcher, status):
+    out, log = tmp_path / "run", tmp_path / "job.log"
+    job = submit(as_tiny_run(readme_script(launcher), uninterrupted["dataset"], out), tmp_path, log)
+    wait_for(checkpoint_root(out) / LATEST, job)
+    os.killpg(job.pid, signal.SIGTERM)  # scancel and preemption: every process of the job, the script included
+    assert job.wait(timeout=180) == status, log.read_text()  # the script outlived the signal: it waited for the run
+    stopped = re.search(r"stopped by SIGTERM after optimizer update (\d+): checkpoint (\S+)\.", log.read_text())
+    assert stopped, log.read_text()
+    assert (checkpoint_root(out) / LATEST).read_text() == Path(stopped[2]).name
+    assert scontrol_calls(tmp_path) == []  # cancelled or preempted: requeueing is SLURM's call, not the script's
 
 
 def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
