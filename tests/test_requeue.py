@@ -1,6 +1,8 @@
-"""Preemption through the launchers (slow): the README's SLURM scripts, run as written with a stand-in `scontrol`
+"""Preemption through the launchers: the SLURM scripts in scripts/slurm, run as written with a stand-in `scontrol`
 and the tiny run in place of the recipe's, stop, requeue and resume bitwise identically; under torchrun a signal
-that reaches one rank stops both at the same update, in a checkpoint identical to the periodic one there."""
+that reaches one rank stops both at the same update, in a checkpoint identical to the periodic one there (slow).
+The cluster files themselves are checked fast: the scripts parse, the Kubernetes Job is one, docs/resume.md links
+them."""
 
 import json
 import os
@@ -11,16 +13,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import CLASSES, ROOT, digest, run_script, start_script, wait_for, write_image_folder
 from food101hf.checkpoint import LATEST, checkpoint_root
-
-pytestmark = pytest.mark.slow
 
 TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5", "--epochs", "3",
         "--num-workers", "0", "--checkpoint-every", "1"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 RECIPE = "train.py --config configs/food101.yaml --resume auto"
+SLURM = {"python": ROOT / "scripts" / "slurm" / "train-1gpu.sbatch",
+         "torchrun": ROOT / "scripts" / "slurm" / "train-multi-gpu.sbatch"}
+JOB = ROOT / "scripts" / "k8s" / "job.yaml"
 
 
 def files(checkpoint: Path) -> dict[str, str]:
@@ -30,6 +34,26 @@ def files(checkpoint: Path) -> dict[str, str]:
 def progress(checkpoint: Path) -> dict:
     """The checkpoint's progress.json without its one timing."""
     return {k: v for k, v in json.loads((checkpoint / "progress.json").read_text()).items() if k != "train_seconds"}
+
+
+@pytest.mark.parametrize("path", sorted(SLURM.values()), ids=lambda path: path.name)
+def test_the_slurm_scripts_are_executable_bash(path):
+    assert os.access(path, os.X_OK) and path.read_text().startswith("#!/bin/bash\n#SBATCH ")
+    result = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_kubernetes_job_ignores_a_clean_stop_and_resumes():
+    job = yaml.safe_load(JOB.read_text())
+    assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job") and job["metadata"]["name"]
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert {"action": "Ignore", "onExitCodes": {"containerName": "train", "operator": "In", "values": [75]}} in rules
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # a Job's podFailurePolicy requires it
+    train = next(container for container in pod["containers"] if container["name"] == "train")
+    command = train["command"]
+    assert command[:2] == ["python", "train.py"] and command[-2:] == ["--resume", "auto"], command
+    assert train["image"]
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +72,11 @@ def uninterrupted(tmp_path_factory) -> dict[str, Path]:
     return runs
 
 
-def readme_script(first_line: str) -> str:
-    """The README's bash block under "Requeue on a cluster" whose run starts with first_line."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Requeue on a cluster"):]
-    blocks = re.findall(r"```bash\n(.*?)```", section[:section.index("\n## ")], re.S)
-    return next(block for block in blocks if f"\n{first_line} " in block)
+def slurm_script(launcher: str) -> str:
+    """The batch script in scripts/slurm whose run starts with launcher (python: one GPU, torchrun: several)."""
+    script = SLURM[launcher].read_text()
+    assert f"\n{launcher} " in script
+    return script
 
 
 def as_tiny_run(script: str, dataset: Path, out: Path) -> str:
@@ -83,11 +106,11 @@ def scontrol_calls(tmp_path: Path) -> list[str]:
     return calls.read_text().splitlines() if calls.exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher, status", [("python", 75), ("torchrun", 1)])
-def test_the_readmes_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninterrupted, tmp_path, launcher,
-                                                                                 status):
+def test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninterrupted, tmp_path, launcher, status):
     out, log = tmp_path / "run", tmp_path / "job.log"
-    script = as_tiny_run(readme_script(launcher), uninterrupted["dataset"], out)
+    script = as_tiny_run(slurm_script(launcher), uninterrupted["dataset"], out)
 
     job = submit(script, tmp_path, log)
     wait_for(checkpoint_root(out) / LATEST, job)
@@ -106,11 +129,12 @@ def test_the_readmes_slurm_script_stops_requeues_and_resumes_bitwise_identically
     assert digest(out / "model.safetensors") == digest(uninterrupted[launcher] / "model.safetensors")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher, status", [("python", 75), ("torchrun", 1)])
-def test_the_readmes_slurm_script_waits_for_the_checkpoint_on_scancel_and_does_not_requeue(uninterrupted, tmp_path,
-                                                                                         launcher, status):
+def test_the_slurm_script_waits_for_the_checkpoint_on_scancel_and_does_not_requeue(uninterrupted, tmp_path, launcher,
+                                                                                  status):
     out, log = tmp_path / "run", tmp_path / "job.log"
-    job = submit(as_tiny_run(readme_script(launcher), uninterrupted["dataset"], out), tmp_path, log)
+    job = submit(as_tiny_run(slurm_script(launcher), uninterrupted["dataset"], out), tmp_path, log)
     wait_for(checkpoint_root(out) / LATEST, job)
     os.killpg(job.pid, signal.SIGTERM)  # scancel and preemption: every process of the job, the script included
     assert job.wait(timeout=180) == status, log.read_text()  # the script outlived the signal: it waited for the run
@@ -144,6 +168,7 @@ def _ancestors(pid: int) -> list[str]:
     return chain
 
 
+@pytest.mark.slow
 def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(uninterrupted, tmp_path):
     out, log = tmp_path / "run", tmp_path / "run.log"
     args = ["train.py", "--dataset", str(uninterrupted["dataset"]), *TINY]  # 24 images / (4 x 2) = 3 updates an epoch
