@@ -56,6 +56,12 @@ def test_the_kubernetes_job_ignores_a_clean_stop_and_resumes():
     assert train["image"]
 
 
+def test_the_resume_page_links_every_cluster_file():
+    page = (ROOT / "docs" / "resume.md").read_text()
+    for path in [*SLURM.values(), JOB]:
+        assert f"(../{path.relative_to(ROOT)})" in page, path
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict[str, Path]:
     """The dataset and the output folders of runs nothing stopped, one and two processes."""
