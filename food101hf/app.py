@@ -11,22 +11,26 @@ A file that is not a readable image gets a message in the page, not a stack trac
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # answer --help and refuse bad flags before gradio and torch load
+    from food101hf.cli import parse_early
+    from food101hf.parsers import app_parser
+
+    parse_early(app_parser)
+
 import functools
 import json
-import sys
 from pathlib import Path
 
 import gradio as gr
 import yaml
 
-from .card import dataset_kind, dataset_name
-from .folders import image_files, is_hidden
-from .model import trained_folder
-from .predict import ImageError, Predictor
+from .cli import run
+from .errors import ImageError
+from .outputs import dataset_kind, dataset_name, example_images, trained_folder
+from .parsers import app_parser
+from .predict import Predictor
 
 MAX_UPLOAD = "20mb"  # Gradio refuses larger uploads in the page; a phone photo is 2-8 MB
-EXAMPLES_PER_PAGE = 10
 
 
 def model_summary(folder: Path) -> str:
@@ -45,29 +49,6 @@ def model_summary(folder: Path) -> str:
                  "hub": "a Hub dataset", "local": "a local image folder"}[kind]
         lines.append(f"**Dataset:** `{dataset_name(dataset)}` ({about}).")
     return "\n\n".join(lines) or "No reported results for this model (no metrics.json)."
-
-
-def example_images(folder: Path, limit: int = EXAMPLES_PER_PAGE) -> list[str]:
-    """One image per class (up to `limit` classes) of the model's validation split, when its dataset is here: the
-    generated demo, or the local folder recorded in train_config.yaml. Empty for a Hub dataset."""
-    recipe_file = folder / "train_config.yaml"
-    if not recipe_file.is_file():
-        return []
-    dataset = yaml.safe_load(recipe_file.read_text()).get("dataset")
-    if dataset_kind(dataset) == "hub":
-        return []
-    if dataset == "demo":
-        from .demo import default_demo_dir
-
-        root = default_demo_dir()
-    else:
-        root = Path(dataset["path"] if isinstance(dataset, dict) else dataset).expanduser()
-    split = next((root / s for s in ("validation", "test", "train") if (root / s).is_dir()), None)
-    if split is None:
-        return []
-    classes = sorted(p for p in split.iterdir() if p.is_dir() and not is_hidden(p.name))[:limit]
-    found = (next(iter(image_files(c)), None) for c in classes)  # training's rules: no hidden files, HEIC too
-    return [str(f) for f in found if f is not None]
 
 
 def classify(predictor: Predictor, upload: dict | None) -> tuple[dict | None, str]:
@@ -107,25 +88,14 @@ def build_demo(model: str | Path, examples: list[str] | None = None, predictor: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m food101hf.app", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="folder written by train.py/polish.py, or Hub repo id")
-    parser.add_argument("--examples", help="folder of example images to offer (default: from the model's dataset)")
-    parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
-    parser.add_argument("--server-name", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    parser.add_argument("--server-port", type=int, help="port (default 7860, or the next free one)")
-    args = parser.parse_args(argv)
-    from .hub import HubError
-
+    """Serve the page until interrupted. Raises a UserError (one line from `run`) for a model that cannot load."""
+    args = app_parser().parse_args(argv)
     examples = sorted(str(p) for p in Path(args.examples).iterdir() if p.is_file()) if args.examples else None
-    try:
-        demo = build_demo(args.model, examples)
-    except (HubError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    demo = build_demo(args.model, examples)
     demo.launch(share=args.share, server_name=args.server_name, server_port=args.server_port,
                 max_file_size=MAX_UPLOAD)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -3,7 +3,7 @@
 Run it with ``python -m food101hf.report --audit --dataset D [--output-dir R]``. A local folder (or the demo) is
 listed by `food101hf.folders`, the rules training uses, so the audit counts exactly the splits, classes and files
 training would use, and names every file ignored, with the reason. Every image is fully decoded and put through
-training's bad-file check (aspect ratio included). A Hub dataset is read
+training's bad-file check (`images.check_image`, aspect ratio included). A Hub dataset is read
 with its image column undecoded, so the hash is over the bytes the Hub serves. Duplicates are exact: identical
 bytes (SHA-256); a re-encoded or resized copy is not caught.
 """
@@ -11,17 +11,21 @@ bytes (SHA-256); a re-encoded or resized copy is not caught.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from datasets import ClassLabel
+from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
-from .folders import NOT_AN_IMAGE, FolderListing, check_aspect_ratio, list_folder
+from .data import load_dataset_dict
+from .demo import default_demo_dir, make_demo
+from .errors import DatasetError
+from .folders import NOT_AN_IMAGE, FolderListing, list_folder
+from .images import check_image
 
 LISTED = 20  # duplicate groups and unreadable files named in audit.md; audit.json names them all
 
@@ -32,15 +36,6 @@ class Item:
     label: str
     name: str  # the file within its split (or the row), for people to find it
     data: bytes | None  # None: the file could not even be read
-
-
-def inspect_image(data: bytes) -> tuple[str, tuple[int, int]]:
-    """(mode, (width, height)) after a full decode; raises whatever Pillow raises for a bad file, and ValueError
-    for an aspect ratio training's bad-file check rejects."""
-    with Image.open(io.BytesIO(data)) as image:
-        check_aspect_ratio(*image.size)
-        image.load()  # a truncated file opens fine and fails here
-        return image.mode, image.size
 
 
 def audit(items: Iterable[Item], other_files: dict[str, int] | None = None) -> dict:
@@ -56,7 +51,7 @@ def audit(items: Iterable[Item], other_files: dict[str, int] | None = None) -> d
         try:
             if item.data is None:
                 raise OSError("cannot be read")
-            mode, size = inspect_image(item.data)
+            mode, size = check_image(item.data)
         except Exception as e:  # noqa: BLE001 - any failure to decode is what we count; Pillow raises many kinds
             stats["unreadable"] += 1
             unreadable.append({"split": item.split, "file": item.name, "error": f"{type(e).__name__}: {e}"})
@@ -107,9 +102,6 @@ def folder_items(listing: FolderListing, other_files: Counter) -> Iterator[Item]
 
 def hub_items(splits, image_column: str, label_column: str) -> Iterator[Item]:
     """Every row of a DatasetDict with its image column undecoded: bytes as served, or the cached file."""
-    from datasets import ClassLabel
-    from datasets import Image as ImageFeature
-
     for split, dataset in splits.items():
         feature = dataset.features[label_column]
         label_name = feature.int2str if isinstance(feature, ClassLabel) else str
@@ -126,12 +118,8 @@ def hub_items(splits, image_column: str, label_column: str) -> Iterator[Item]:
 
 def audit_dataset(cfg) -> dict:
     """Audit cfg.dataset (a local folder, 'demo', or a Hub id) with a progress bar."""
-    from .data import DatasetError, load_dataset_dict
-
     root = Path(cfg.dataset).expanduser()
     if cfg.dataset == "demo":
-        from .demo import default_demo_dir, make_demo
-
         root = make_demo(default_demo_dir())
     other_files: Counter = Counter()
     listing = None

@@ -25,6 +25,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from .config import TrainConfig
+from .errors import CheckpointError
 from .preemption import SaveAborted
 from .storage import failed_file, human, storage_failure
 
@@ -44,10 +45,6 @@ def checkpoint_root(output_dir: str | Path) -> Path:
     RNG states), ~6x the model's size."""
     output_dir = Path(output_dir).resolve()
     return output_dir.with_name(f"{output_dir.name}-checkpoints")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed from, and why."""
 
 
 @dataclass

@@ -19,7 +19,6 @@ Write it from the command line with::
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -28,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from .cli import ArgumentParser, run
+from .errors import DemoFolderError
 
 VERSION = 1  # bump when the drawings change, so cached copies are regenerated
 SPLITS = ("train", "validation")
@@ -320,7 +322,8 @@ def make_demo(root: str | os.PathLike, *, train_per_class: int = 80, val_per_cla
     if _is_complete(root, params):
         return root
     if root.exists() and not (root / MARKER).exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty and is not a demo dataset; refusing to overwrite it")
+        raise DemoFolderError(f"{root} is not empty and is not a demo dataset; refusing to overwrite it: pass an "
+                              f"empty or new folder")
 
     # Build next to root and move it into place in one step, so that a run cut short never
     # leaves a folder that looks like a dataset.
@@ -340,18 +343,19 @@ def make_demo(root: str | os.PathLike, *, train_per_class: int = 80, val_per_cla
     return root
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m food101hf.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("dir", metavar="DIR", nargs="?", type=Path,
-                        help=f"where to write the dataset (default: {default_demo_dir()})")
-    parser.add_argument("--train-per-class", type=int, default=80)
-    parser.add_argument("--val-per-class", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = ArgumentParser(prog="python -m food101hf.demo", description=__doc__.splitlines()[0])
+    parser.options.add_argument("dir", metavar="DIR", nargs="?", type=Path,
+                                help=f"where to write the dataset (default: {default_demo_dir()})")
+    parser.options.add_argument("--train-per-class", type=int, default=80, help="(default: 80)")
+    parser.options.add_argument("--val-per-class", type=int, default=20, help="(default: 20)")
+    parser.options.add_argument("--seed", type=int, default=0, help="(default: 0)")
     args = parser.parse_args(argv)
     root = make_demo(args.dir or default_demo_dir(), train_per_class=args.train_per_class,
                      val_per_class=args.val_per_class, seed=args.seed)
     print(root)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -5,10 +5,10 @@ on a GPU) and crops, resizes, flips and normalises all of it in one batched step
 Why: on a GPU, ResNet-18's step at 192 px outruns what CPU workers can decode and crop (~1.6 ms of CPU per image
 per worker: ~9,000 img/s from 14 workers at best). Here a worker spends ~0.1 ms per image (read the file, parse its
 header). Status: tested on the CPU (the same code with device="cpu"), not yet measured on a GPU; opt-in until a
-device check (tools/device_check.py) has passed.
+device check (benchmarks/device_check.py) has passed.
 
 The crop is timm's RandomResizedCrop (scale, ratio and flip probability from the training transform timm builds)
-drawn with torchvision's `RandomResizedCrop.get_params` inside the per-sample seed of `data.SeededAugmentation`, so
+drawn with torchvision's `RandomResizedCrop.get_params` inside the per-sample seed of `loaders.SeededAugmentation`, so
 exact resume stays exact; evaluation uses timm's centre crop (resize to size / crop_pct, crop size) as a box. The
 resize is `torchvision.ops.roi_align` with adaptive sampling: bilinear when enlarging, an average over each output
 pixel's footprint when shrinking (an antialiased resize), per image in one call for the batch; torchvision's v2
@@ -28,7 +28,7 @@ from torchvision import transforms
 from torchvision.ops import roi_align
 from torchvision.transforms.functional import pil_to_tensor
 
-from . import decode as decoding
+from . import images as decoding
 
 PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # Accelerate's names; anything else: float32
 
@@ -83,7 +83,7 @@ def collate_encoded(samples: list[dict]) -> dict:
 def decode_batch(images: list, sizes: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
     """Every image of a batch as a 3 x H x W uint8 tensor on `device`: the encoded ones in one TorchCodec call
     (one batched nvJPEG call on CUDA); any it rejects, or decodes to another size than the header said (EXIF),
-    one by one through `decode.decode` (Pillow's fallback) on the CPU."""
+    one by one through `images.decode` (Pillow's fallback) on the CPU."""
     out = [None if isinstance(image, (bytes, bytearray)) else image.to(device, non_blocking=True)
            for image in images]
     encoded = [i for i, image in enumerate(out) if image is None]

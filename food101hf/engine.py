@@ -20,11 +20,11 @@ from tqdm.auto import tqdm
 
 from .checkpoint import Progress, save_checkpoint
 from .config import TrainConfig
-from .data import model_input
 from .device_data import device_batches
 from .metrics import TOPK_ACCURACY
 from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
+from .transforms import model_input
 
 logger = logging.getLogger(__name__)  # other processes than the main one log errors only (cli.setup_logging)
 

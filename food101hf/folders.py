@@ -6,7 +6,7 @@ polish.py, ``food101hf.report`` (and ``--audit``) and ``food101hf.predict`` on f
     listing.log(logger)                   # which folder is which split, and every file ignored, by reason
     load_folder("my_food")                # the listing as a datasets.DatasetDict (image, label), cached
 
-The rules (the README's "Your own photos" states them for users):
+The rules (docs/data.md states them for users):
 - Split folders are the root's sub-folders named, case-insensitively, train/training, validation/val/valid/dev or
   test/testing. Two folders naming one split is an error naming both. With none of them, the root's sub-folders
   are the classes of the train split (a flat layout). File names never decide splits.
@@ -15,8 +15,8 @@ The rules (the README's "Your own photos" states them for users):
   folders.
 - Hidden entries (names starting with '.', which covers macOS's AppleDouble '._x.jpg' and Jupyter's
   '.ipynb_checkpoints', and __MACOSX, Thumbs.db, desktop.ini) are skipped and never entered.
-- An image is a file whose extension (any case) Pillow can open here: `image_extensions`, AVIF included, HEIC/HEIF
-  through pillow-heif (registered on import). Other files are ignored and named, never read as metadata.
+- An image is a file whose extension (any case) Pillow can open here: `images.image_extensions`, AVIF included,
+  HEIC/HEIF through pillow-heif. Other files are ignored and named, never read as metadata.
 - Class names are Unicode NFC: a folder named on macOS (NFD) and one named on Linux (NFC) are one class; two folders
   of one split with one NFC name are an error naming both.
 - Symlinked folders and files are followed (a link back to an ancestor folder is not entered twice).
@@ -32,19 +32,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pillow_heif
-from PIL import Image
+from .errors import DatasetError
+from .images import image_extensions
 
 logger = logging.getLogger(__name__)
-pillow_heif.register_heif_opener()  # iPhones save .heic: Pillow opens them from here on, in every command
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
                  "valid": "validation", "dev": "validation", "test": "test", "testing": "test"}
 HIDDEN_NAMES = {"__macosx", "thumbs.db", "desktop.ini"}  # macOS zip archives, Windows Explorer's caches
-# Photos stay within 1:8 (phone panoramas, the widest photos people take, reach about that); 1:10 leaves headroom.
-# Beyond it the square crop the model sees holds under a tenth of the picture, and such files are strips, banners
-# or broken exports: the bad-file check rejects them and every resize crops them to this ratio first.
-MAX_ASPECT_RATIO = 10
 NAMED = 5  # ignored files named per reason in a log line; the audit names them all
 
 # why a file or folder is not in the dataset
@@ -56,20 +51,6 @@ _DESCRIBE = {HIDDEN: ("hidden file or folder", "hidden files and folders"),
              NOT_A_SPLIT: ("folder beside the split folders", "folders beside the split folders")}
 
 
-def _dataset_error(message: str) -> Exception:
-    from .data import DatasetError  # data imports this module: imported here, when an error is raised
-
-    return DatasetError(message)
-
-
-def image_extensions() -> frozenset[str]:
-    """Lower-case extensions of every format Pillow can open in this environment (plugins and pillow-heif as
-    installed): Image.registered_extensions() without the write-only formats (PDF, Palm). MPO, a JPEG with extra
-    pictures, is opened by the JPEG plugin, so it is not in Image.OPEN under its own name."""
-    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
-                     if fmt in Image.OPEN or fmt == "MPO")
-
-
 def ignored_line(reason: str, names: list[str]) -> str:
     """'ignored 7 files that are not images: a.csv, ... and 2 more': the first NAMED names, then a count."""
     more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
@@ -78,14 +59,6 @@ def ignored_line(reason: str, names: list[str]) -> str:
 
 def is_hidden(name: str) -> bool:
     return name.startswith(".") or name.lower() in HIDDEN_NAMES
-
-
-def check_aspect_ratio(width: int, height: int) -> None:
-    """Raise ValueError for an image whose long side exceeds MAX_ASPECT_RATIO times its short side."""
-    if max(width, height) > MAX_ASPECT_RATIO * max(min(width, height), 1):
-        ratio = max(width, height) / max(min(width, height), 1)
-        raise ValueError(f"{width}x{height} px, aspect ratio 1:{ratio:.0f} is beyond 1:{MAX_ASPECT_RATIO} "
-                         f"(food101hf.folders.MAX_ASPECT_RATIO)")
 
 
 def walk_files(folder: Path, ignored: dict[str, list[Path]] | None = None) -> list[Path]:
@@ -176,7 +149,7 @@ def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
     for entry in sorted(root.iterdir()):
         split = _split_of(entry.name) if entry.is_dir() and not is_hidden(entry.name) else None
         if split in found:
-            raise _dataset_error(f"{root}: {found[split].name}/ and {entry.name}/ are both the {split} split; keep "
+            raise DatasetError(f"{root}: {found[split].name}/ and {entry.name}/ are both the {split} split; keep "
                                  f"one (split folders: train/training, validation/val/valid/dev, test/testing, in "
                                  f"any case)")
         if split:
@@ -189,7 +162,7 @@ def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
         wrapped = [entry for entry in others if any(child.is_dir() and _split_of(child.name)
                                                     for child in entry.iterdir())]
         if wrapped:  # e.g. a zip extracted into a folder of its own
-            raise _dataset_error(f"{root}: the split folders are inside {wrapped[0].name}/; pass that folder "
+            raise DatasetError(f"{root}: the split folders are inside {wrapped[0].name}/; pass that folder "
                                  f"({wrapped[0]})")
         return {"train": root}  # a flat layout: root/<class>/...
     listing.ignored[NOT_A_SPLIT] += others
@@ -199,7 +172,7 @@ def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
 def _add_class(listing: FolderListing, split: str, class_dir: Path, folder_of: dict[str, str]) -> None:
     name = unicodedata.normalize("NFC", class_dir.name)
     if name in folder_of:
-        raise _dataset_error(f"{listing.relative(class_dir.parent)}/: class folders {folder_of[name]!a} and "
+        raise DatasetError(f"{listing.relative(class_dir.parent)}/: class folders {folder_of[name]!a} and "
                              f"{class_dir.name!a} are the same name {name!r} (Unicode NFC; one was probably "
                              f"written on a Mac): merge them")
     folder_of[name] = class_dir.name
@@ -218,7 +191,7 @@ def list_folder(root: str | os.PathLike) -> FolderListing:
     images are kept (empty) for the caller to judge."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise _dataset_error(f"dataset folder {str(root)!r} does not exist")
+        raise DatasetError(f"dataset folder {str(root)!r} does not exist")
     listing = FolderListing(root)
     for split, folder in _split_folders(root, listing).items():
         listing.split_folders[split] = "." if folder == root else folder.name
@@ -238,17 +211,17 @@ def check_trainable(listing: FolderListing) -> None:
     root = listing.root
     if "train" not in listing.files:
         beside = [name + "/" for name in listing.ignored_names().get(NOT_A_SPLIT, [])]
-        raise _dataset_error(f"{root}: no train/ (or training/) folder beside "
+        raise DatasetError(f"{root}: no train/ (or training/) folder beside "
                              f"{', '.join(f + '/' for f in listing.split_folders.values())}"
                              + (f"; ignored: {', '.join(beside)}" if beside else ""))
     for split, classes in listing.files.items():
         folder = root / listing.split_folders[split]
         if not classes:
-            raise _dataset_error(f"{folder} has no class folders; lay the dataset out as train/<class>/*.jpg")
+            raise DatasetError(f"{folder} has no class folders; lay the dataset out as train/<class>/*.jpg")
         for name, files in classes.items():
             ignored = ", ".join(f"{n} {reason}" for reason, n in listing.ignored_in[(split, name)].items())
             if not files:
-                raise _dataset_error(f"{folder / name}/ has no images" + (f" (ignored there: {ignored})"
+                raise DatasetError(f"{folder / name}/ has no images" + (f" (ignored there: {ignored})"
                                                                           if ignored else ""))
 
 

@@ -1,196 +1,29 @@
-"""Export to timm's Hub format, the model card, and pushing an output folder to the Hub.
+"""Share an output folder on the Hub, or serve it in a Space: the `python -m food101hf.hub` command.
 
     python -m food101hf.hub push OUTPUT_DIR ORG/NAME [--private] [--revision BRANCH] [--commit-message MSG]
     python -m food101hf.hub space MODEL ORG/SPACE [--private]     # a Gradio Space serving a pushed model (space.py)
 
-The token comes from the environment (HF_TOKEN) or `hf auth login`, never from a file of ours.
+The token comes from the environment (HF_TOKEN) or `hf auth login`, never from a file of ours. What a push
+uploads: food101hf.publish; what a Space holds: food101hf.space.
 """
 
 from __future__ import annotations
 
 if __name__ == "__main__":  # answer --help and refuse bad flags before huggingface_hub loads
-    from food101hf.cli import hub_parser, parse_early
+    from food101hf.cli import parse_early
+    from food101hf.parsers import hub_parser
 
     parse_early(hub_parser)
 
-import contextlib
-import copy
-import json
-import shutil
-import socket
-import tempfile
-from pathlib import Path
-from urllib.parse import urlparse
-
-from huggingface_hub import constants, create_branch, create_repo, get_token, upload_folder
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-from huggingface_hub.utils import filter_repo_objects
-
-from .card import build_card, model_license, read_recipes
-
-WEIGHTS = "model.safetensors"
-PUSHED_FILES = [WEIGHTS, "config.json", "README.md", "metrics.json", "train_config.yaml", "base_config.yaml",
-                "report/*"]
-# what loading and describing a model needs (the app shows metrics.json); nothing pickled
-FETCHED_FILES = [WEIGHTS, "config.json", "train_config.yaml", "metrics.json"]
-PICKLED_WEIGHTS = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt"]  # removed from the repo on push: safetensors only
-
-
-class HubError(RuntimeError):
-    """The Hub could not be used; the message says what to do instead."""
-
-
-def require_hub(what: str, hint: str) -> None:
-    """Fail in seconds when the Hub is unreachable, instead of after a minute of client retries."""
-    if constants.HF_HUB_OFFLINE:
-        return  # cached files only: the libraries raise at once if what we need is not cached
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=5).close()
-    except OSError as e:
-        raise HubError(f"cannot reach the Hub at {constants.ENDPOINT} for {what} ({e}). If it is already in your "
-                       f"cache, rerun with HF_HUB_OFFLINE=1; otherwise {hint}.") from None
-
-
-@contextlib.contextmanager
-def hub_errors(what: str, hint: str):
-    """Check the Hub is reachable, then turn the clients' network errors into one actionable HubError."""
-    require_hub(what, hint)
-    try:
-        yield
-    except (OfflineModeIsEnabled, LocalEntryNotFoundError, ConnectionError) as e:
-        raise HubError(f"{what} is not in the local cache and the Hub cannot be used ({e}); {hint}.") from None
-
-
-# pretrained_cfg fields that describe a published checkpoint (timm's tag, its paper, origin and licence): an export
-# is not that checkpoint, so they go; the model card says where the weights came from.
-CHECKPOINT_PROVENANCE = ("tag", "hf_hub_id", "origin_url", "paper_ids", "paper_name", "notes", "description",
-                         "license")
-
-
-def export_model(model, out_dir: str | Path, label_names: list[str], image_size: int, crop_pct: float,
-                 license: str | None = None) -> None:
-    """Write model.safetensors + config.json, loadable by timm (`local-dir:OUT`, `hf-hub:org/name`) and by
-    transformers (`AutoModelForImageClassification`, `pipeline("image-classification")` through its TimmWrapper
-    classes, with `label_names` as `id2label`).
-
-    Frozen BatchNorms go back to plain BatchNorm2d and weights to the default memory format, so the export is an
-    ordinary timm model; pretrained_cfg records the size and crop the model was evaluated (and is served) at, as
-    both its input size and its test input size (so `resolve_data_config(use_test_size=True)` agrees, and so does
-    transformers' TimmWrapperImageProcessor, which reads `input_size`).
-    """
-    import torch
-    from timm.models import save_for_hf
-    from timm.utils.model import unfreeze_batch_norm_2d
-
-    export = unfreeze_batch_norm_2d(copy.deepcopy(model)).float().to(memory_format=torch.contiguous_format)
-    size = (3, image_size, image_size)
-    save_for_hf(export, out_dir, model_config={"label_names": list(label_names)}, safe_serialization=True,
-                data_config={"input_size": size, "test_input_size": size, "crop_pct": crop_pct})
-    config_file = Path(out_dir) / "config.json"
-    config = json.loads(config_file.read_text())
-    # timm records num_classes in model_args too; transformers' TimmWrapper passes num_classes=num_labels itself
-    # and then **model_args, which fails with "got multiple values for keyword argument 'num_classes'". The root
-    # num_classes is what both timm and transformers read.
-    config.get("model_args", {}).pop("num_classes", None)
-    for key in CHECKPOINT_PROVENANCE:
-        config["pretrained_cfg"].pop(key, None)
-    if license:
-        config["pretrained_cfg"]["license"] = license
-    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
-
-
-def write_outputs(out_dir: str | Path, model, label_names: list[str], data_config: dict, image_size: int,
-                  metrics: dict) -> None:
-    """The whole output folder: weights + timm config, metrics.json (with image_size), and the model card.
-    train_config.yaml (and base_config.yaml after a polish) is written at the start of the run, so a crashed run
-    still says what it was; the licence comes from it (`model_license`). Each file is staged and replaced whole:
-    a failed write leaves the previous files and no partial one, and says how to resume."""
-    from .checkpoint import checkpoint_root, resume_advice
-    from .storage import staged_writes
-
-    out_dir = Path(out_dir)
-    recipe, base = read_recipes(out_dir)
-    advice = resume_advice(checkpoint_root(out_dir))
-    with staged_writes(out_dir, advice, files=f"{WEIGHTS}, config.json and metrics.json") as stage:
-        export_model(model, stage, label_names, image_size, data_config["crop_pct"], model_license(recipe, base))
-        (stage / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
-    with staged_writes(out_dir, advice, files="README.md") as stage:
-        build_card(out_dir).save(stage / "README.md")
-
-
-def _stage(folder: Path, staging: Path, card) -> None:
-    """The push as a folder of its own: links to the files of `folder` that are pushed (copies where links are not
-    allowed) and the card written for the repo, so that nothing in `folder` changes before the push succeeds."""
-    files = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
-    for name in filter_repo_objects(files, allow_patterns=PUSHED_FILES, ignore_patterns=["README.md"]):
-        target = staging / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            target.symlink_to((folder / name).resolve())
-        except OSError:  # e.g. Windows without the symlink privilege
-            shutil.copy2(folder / name, target)
-    card.save(staging / "README.md")
-
-
-def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
-                commit_message: str | None = None) -> str:
-    """Upload the weights, config, metrics, recipe, report/ and a model card written for `repo_id` (always: the
-    card describes this folder, whatever the repo held) in one commit, and remove any pickled weights the repo may
-    hold. The upload is staged outside `folder`; its README.md becomes the pushed card only once the push has
-    succeeded, so a failed push changes nothing on disk. The token is huggingface_hub's: HF_TOKEN or
-    `hf auth login`. Returns the commit URL; raises HubError saying what to do."""
-    folder = Path(folder)
-    if not (folder / WEIGHTS).is_file():
-        raise HubError(f"{folder} has no {WEIGHTS}: push a folder written by train.py or polish.py")
-    card = build_card(folder, repo_id, revision)
-    kept = (f"the export in {folder} is kept; push it later with "
-            f"`python -m food101hf.hub push {folder} {repo_id}`")
-    if constants.HF_HUB_OFFLINE:
-        raise HubError(f"HF_HUB_OFFLINE is set, so nothing can be pushed to {repo_id}; {kept}")
-    if get_token() is None:
-        raise HubError(f"no Hub token: set HF_TOKEN or run `hf auth login` to push to {repo_id}; {kept}")
-    require_hub(f"pushing to {repo_id}", hint=kept)
-    with tempfile.TemporaryDirectory(prefix="food101hf-push-") as staging:
-        try:
-            _stage(folder, Path(staging), card)
-        except OSError as e:
-            raise HubError(f"could not stage the push in {staging}: {e}; {kept}") from None
-        try:
-            create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-            if revision:
-                create_branch(repo_id, branch=revision, exist_ok=True)
-            commit = upload_folder(repo_id=repo_id, folder_path=staging, allow_patterns=PUSHED_FILES,
-                                   delete_patterns=PICKLED_WEIGHTS, revision=revision,
-                                   commit_message=commit_message or f"Upload {folder.name} with food101hf")
-        except HfHubHTTPError as e:
-            raise HubError(f"the Hub refused the push to {repo_id}: {e}. Check that your token (HF_TOKEN or "
-                           f"`hf auth login`) has write access; {kept}") from None
-    from .storage import StorageError, staged_writes
-
-    try:  # the folder's card now says where the model lives
-        with staged_writes(folder, f"The push to {repo_id} succeeded; only the local card is stale",
-                           files="README.md") as stage:
-            card.save(stage / "README.md")
-    except StorageError as e:
-        raise HubError(str(e)) from None
-    return commit.commit_url
-
-
-def push_run(folder: str | Path, cfg) -> str:
-    """`push_folder` with a run's --push-to-hub, --hub-private, --hub-revision and --hub-commit-message."""
-    return push_folder(folder, cfg.push_to_hub, private=cfg.hub_private, revision=cfg.hub_revision,
-                       commit_message=cfg.hub_commit_message)
+from .cli import run
+from .parsers import hub_parser
+from .publish import push_folder
+from .space import create_space
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import hub_parser
-
     args = hub_parser().parse_args(argv)
     if args.command == "space":
-        from .space import create_space
-
         print(create_space(args.model, args.space_id, private=args.private))
     else:
         print(push_folder(args.folder, args.repo_id, private=args.private, revision=args.revision,
@@ -199,7 +32,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from food101hf import hub  # the package's module (not this __main__ copy): its errors are the ones run knows
-    from food101hf.cli import run
-
-    run(hub.main)
+    run(main)

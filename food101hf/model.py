@@ -10,8 +10,11 @@ import torch
 from timm.optim import create_optimizer_v2, list_optimizers
 from timm.utils.model import freeze as timm_freeze
 
-from .config import ConfigError, TrainConfig
-from .data import model_input
+from .config import TrainConfig
+from .errors import ConfigError
+from .hub_access import hub_errors
+from .outputs import trained_folder
+from .transforms import model_input
 
 
 def check_model(cfg: TrainConfig) -> None:
@@ -44,44 +47,14 @@ def create_model(cfg: TrainConfig, num_classes: int, init: str | None = None) ->
     name, pretrained = (init, True) if init else (cfg.model, cfg.pretrained)
     if not pretrained:
         return timm.create_model(name, num_classes=num_classes, drop_rate=cfg.drop_rate)
-    from .hub import hub_errors
-
     hint = ("pass --no-pretrained to train from random weights, or a folder written by train.py"
             if init is None else "pass a local folder written by train.py")
     with hub_errors(f"the weights of {name}", hint=hint):
         return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=cfg.drop_rate)
 
 
-def trained_folder(ref: str | Path) -> Path:
-    """The folder of a model written by train.py or polish.py: `ref` itself if it is a local folder, else a Hub repo
-    id (``org/name`` or ``org/name@revision``) fetched through huggingface_hub's cache. Only config.json,
-    model.safetensors and train_config.yaml are fetched, so nothing downloaded is ever unpickled; cached repos load
-    offline with HF_HUB_OFFLINE=1."""
-    from .hub import FETCHED_FILES, WEIGHTS, hub_errors
-
-    folder = Path(ref).expanduser()
-    if not folder.is_dir():
-        from huggingface_hub import constants, snapshot_download
-        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-        nowhere = f"{ref}: no such folder (in {Path.cwd()})"
-        repo_id, _, revision = str(ref).partition("@")
-        if repo_id.startswith((".", "/", "~")) or repo_id.count("/") != 1:
-            raise FileNotFoundError(f"{nowhere}, and not a Hub repo id (org/name)")
-        hint = "pass a local folder written by train.py or polish.py"
-        with hub_errors(f"model {ref} (no such folder in {Path.cwd()}, so a Hub repo of that name)", hint=hint):
-            try:
-                folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=FETCHED_FILES))
-            except (RepositoryNotFoundError, RevisionNotFoundError):
-                raise FileNotFoundError(f"{nowhere}, and no Hub repo {ref} at {constants.ENDPOINT} (or it is private "
-                                        f"and HF_TOKEN cannot see it); {hint}") from None
-    if not (folder / WEIGHTS).is_file():
-        raise FileNotFoundError(f"{ref}: no {WEIGHTS}; expected a folder written by train.py or polish.py")
-    return folder
-
-
 def load_trained(ref: str | Path) -> torch.nn.Module:
-    """A model written by train.py or polish.py (see `trained_folder`), with its labels in
+    """A model written by train.py or polish.py (see `outputs.trained_folder`), with its labels in
     ``pretrained_cfg["label_names"]`` and its served input size and crop in ``pretrained_cfg``."""
     return timm.create_model(f"local-dir:{trained_folder(ref)}", pretrained=True)
 

@@ -20,12 +20,12 @@ offline (HF_HUB_OFFLINE=1) once fetched.
 from __future__ import annotations
 
 if __name__ == "__main__":  # answer --help and refuse bad flags before torch and timm load
-    from food101hf.cli import parse_early, predict_parser
+    from food101hf.cli import parse_early
+    from food101hf.parsers import predict_parser
 
     parse_early(predict_parser)
 
 import contextlib
-import io
 import json
 import logging
 import math
@@ -41,73 +41,19 @@ import numpy as np
 import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
-from torchvision.transforms.functional import pil_to_tensor
 
-from .data import ImageTransform, model_input, to_rgb
-from .decode import decode
+from .cli import run
+from .errors import ImageError, UsageError
 from .folders import ignored_line, image_files
+from .images import load_pixels
 from .model import load_trained
-from .runtime import cpu_has_native_bf16, keep_freed_memory
+from .parsers import predict_parser
+from .runtime import cpu_has_native_bf16, keep_freed_memory, set_num_threads
+from .transforms import ImageTransform, model_input
 
 SINGLE = (str, Path, Image.Image, bytes, bytearray, np.ndarray)
 ERRORS = ("raise", "skip")
 logger = logging.getLogger(__name__)
-
-
-class ImageError(ValueError):
-    """An input that could not be read as an image; the message names it."""
-
-
-def _describe(image) -> str:
-    if isinstance(image, (str, Path)):
-        return str(image)
-    if isinstance(image, np.ndarray):
-        return f"array of shape {image.shape} and dtype {image.dtype}"
-    return f"{type(image).__name__} input"
-
-
-def _from_array(array: np.ndarray) -> Image.Image:
-    if array.dtype != np.uint8 or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
-        raise ValueError("expected a uint8 array of shape HxW, HxWx3 or HxWx4")
-    return Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
-
-
-def load_image(image, min_size: int | None = None) -> Image.Image:
-    """Any accepted input as an RGB PIL image. For a JPEG we open ourselves, `min_size` lets the decoder scale
-    by 1/2, 1/4 or 1/8 while the short side stays >= min_size (PIL's draft): a 4000x3000 photo served at 224 px
-    decodes several times faster. Raises ImageError naming the input."""
-    if image is None:
-        raise ImageError("None: no image (an empty upload, or a missing item in a batch)")
-    try:
-        if isinstance(image, (str, Path)):
-            opened = Image.open(image)
-        elif isinstance(image, (bytes, bytearray)):
-            opened = Image.open(io.BytesIO(image))
-        elif isinstance(image, np.ndarray):
-            return to_rgb(_from_array(image))
-        elif isinstance(image, Image.Image):
-            return to_rgb(image)  # the caller's object: no draft, which would change it in place
-        else:
-            raise TypeError(f"expected a path, PIL image, bytes or numpy array, got {type(image).__name__}")
-        if min_size and opened.format == "JPEG":
-            opened.draft("RGB", (min_size, min_size))
-        return to_rgb(opened)
-    except TypeError:
-        raise
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per format
-        raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None
-
-
-def load_pixels(image, min_size: int | None = None) -> torch.Tensor:
-    """Any accepted input as a 3 x H x W uint8 RGB tensor. A file or bytes is decoded by `food101hf.decode`
-    (TorchCodec for a JPEG, unless Pillow's draft can decode it at a reduced size >= min_size, as in
-    `load_image`); the rest as in `load_image`. Raises ImageError naming the input."""
-    if not isinstance(image, (str, Path, bytes, bytearray)):
-        return pil_to_tensor(load_image(image, min_size))
-    try:
-        return decode(image, min_size)
-    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per format
-        raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -123,7 +69,7 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | No
         return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision not in choices:
-        raise ValueError(f"precision must be 'auto' or one of {', '.join(choices)}, got {precision!r}")
+        raise UsageError(f"precision must be 'auto' or one of {', '.join(choices)}, got {precision!r}")
     return choices[precision]
 
 
@@ -211,9 +157,9 @@ class Predictor:
         errors="skip" the other images are still answered, the unreadable one gets None in its place, and a
         warning naming it is logged (`logging`, logger "food101hf.predict"). None as the input is a ValueError."""
         if errors not in ERRORS:
-            raise ValueError(f"errors must be one of {', '.join(ERRORS)}, got {errors!r}")
+            raise UsageError(f"errors must be one of {', '.join(ERRORS)}, got {errors!r}")
         if images is None:
-            raise ValueError("no image given (None): pass a path, PIL image, bytes or numpy array, or a list of "
+            raise UsageError("no image given (None): pass a path, PIL image, bytes or numpy array, or a list of "
                              "them")
         single = isinstance(images, SINGLE)
         if not single and not isinstance(images, Iterable):
@@ -242,7 +188,7 @@ def _as_dict(predictions: list[dict] | None) -> dict[str, float] | None:
 
 def _check_top_k(top_k) -> None:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be a positive integer, or None for every class; got {top_k!r}")
+        raise UsageError(f"top_k must be a positive integer, or None for every class; got {top_k!r}")
 
 
 def _take(iterator: Iterator, n: int) -> list:
@@ -280,9 +226,6 @@ def expand(paths: list[str], ignored: dict[str, list[Path]] | None = None) -> li
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; exit status 0 (all answered), 1 (some inputs unreadable), 2 (bad flag or model)."""
-    from .cli import predict_parser
-    from .runtime import set_num_threads
-
     args = predict_parser().parse_args(argv)
     threads = set_num_threads()
     if args.verbose:
@@ -308,10 +251,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def console_main() -> None:
     """The `food101hf-predict` console script, and `python -m food101hf.predict`."""
-    from food101hf.cli import run
-    from food101hf.predict import main as package_main  # the package's module, not __main__'s copy
-
-    run(package_main)
+    run(main)
 
 
 if __name__ == "__main__":

@@ -20,15 +20,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from .errors import StorageError
+
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
 OPTIMIZER_SLOTS = 2  # AdamW (the default) keeps exp_avg and exp_avg_sq: two fp32 tensors per trainable parameter
 SMALL_FILES = 16 * 2**20  # config, metrics, model card, report pictures, RNG states, progress: a few MB at most
 NEARLY_FULL = 2**20
-
-
-class StorageError(ValueError):
-    """A folder cannot be written, or has no room; the message names it and what to do. A ValueError, so the entry
-    points print it as one line."""
 
 
 def human(size: float) -> str:

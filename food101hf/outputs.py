@@ -1,0 +1,146 @@
+"""What an output folder of train.py or polish.py holds and records, for every command that reads one.
+
+    OUT/model.safetensors, config.json   the model in timm's Hub format (`publish.export_model` writes them)
+    OUT/train_config.yaml                the resolved recipe with its provenance (`save_config`, at the start)
+    OUT/base_config.yaml                 after a polish: the init's recipe
+    OUT/metrics.json, README.md, report/ results, model card, error analysis
+
+A model reference is such a folder or a Hub repo id (`org/name[@revision]`) whose files are fetched through
+huggingface_hub's cache (`trained_folder`); nothing downloaded is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from .config import local_dataset
+from .demo import default_demo_dir
+from .errors import ConfigError, ModelNotFoundError
+from .folders import image_files, is_hidden
+from .hub_access import hub_errors, is_repo_id
+
+WEIGHTS = "model.safetensors"
+# what loading and describing a model needs (the app shows metrics.json); nothing pickled
+FETCHED_FILES = [WEIGHTS, "config.json", "train_config.yaml", "metrics.json"]
+EXAMPLES_PER_PAGE = 10
+
+
+# ---- the recipe and where it came from ----
+
+def _git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+LIBRARIES = ("food101hf", "torch", "torchvision", "timm", "datasets", "accelerate", "evaluate", "huggingface_hub")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def save_config(cfg, path: str | Path) -> None:
+    """Write the resolved config, reloadable with --config; provenance goes in the header comments."""
+    header = [f"# written by: {' '.join(Path(sys.argv[0]).name.split())} (git {_git_revision()})"]
+    header += [f"# {name} {version}" for name, version in versions().items()]
+    body = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
+    Path(path).write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+
+
+def read_recipes(folder: Path) -> tuple[dict, dict | None]:
+    """(train_config.yaml, base_config.yaml or None) of an output folder."""
+    recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
+    base_file = folder / "base_config.yaml"
+    return recipe, yaml.safe_load(base_file.read_text()) if base_file.is_file() else None
+
+
+def recorded_dataset(dataset: str, recipe: Path) -> str:
+    """The dataset a recorded recipe (`recipe`, a train_config.yaml) names, for a run that reuses it: a local
+    folder is recorded as an absolute path (`config.parse_config`), so it is local wherever it is read from;
+    raises ConfigError if that folder is not on this machine rather than looking for it on the Hub."""
+    if Path(dataset).is_absolute() and not Path(dataset).is_dir():
+        raise ConfigError(f"{recipe} records the local dataset folder {dataset}, which is not on this machine: "
+                          f"pass --dataset")
+    return local_dataset(dataset)
+
+
+def dataset_kind(dataset) -> str:
+    """'demo', 'hub' (a Hub dataset id) or 'local' (a folder: a path string, or however a run records one)."""
+    if dataset == "demo":
+        return "demo"
+    return "hub" if isinstance(dataset, str) and is_repo_id(dataset) else "local"
+
+
+def dataset_name(dataset) -> str:
+    """A Hub id as is; a local folder by its name only (never the path on the training machine)."""
+    kind = dataset_kind(dataset)
+    if kind != "local":
+        return dataset
+    path = dataset.get("path", "") if isinstance(dataset, dict) else str(dataset)
+    return Path(path).name or "a local image folder"
+
+
+# ---- the model ----
+
+def trained_folder(ref: str | Path) -> Path:
+    """The folder of a model written by train.py or polish.py: `ref` itself if it is a local folder, else a Hub repo
+    id (``org/name`` or ``org/name@revision``) fetched through huggingface_hub's cache. Only FETCHED_FILES are
+    fetched, so nothing downloaded is ever unpickled; cached repos load offline with HF_HUB_OFFLINE=1. Raises
+    ModelNotFoundError (neither a folder nor a Hub repo, or a folder without weights) or HubError."""
+    folder = Path(ref).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+        nowhere = f"{ref}: no such folder (in {Path.cwd()})"
+        if not is_repo_id(ref):
+            raise ModelNotFoundError(f"{nowhere}, and not a Hub repo id (org/name)")
+        repo_id, _, revision = str(ref).partition("@")
+        hint = "pass a local folder written by train.py or polish.py"
+        with hub_errors(f"model {ref} (no such folder in {Path.cwd()}, so a Hub repo of that name)", hint=hint):
+            try:
+                folder = Path(snapshot_download(repo_id, revision=revision or None, allow_patterns=FETCHED_FILES))
+            except (RepositoryNotFoundError, RevisionNotFoundError):
+                raise ModelNotFoundError(f"{nowhere}, and no Hub repo {ref} at {constants.ENDPOINT} (or it is "
+                                         f"private and HF_TOKEN cannot see it); {hint}") from None
+    if not (folder / WEIGHTS).is_file():
+        raise ModelNotFoundError(f"{ref}: no {WEIGHTS}; expected a folder written by train.py or polish.py")
+    return folder
+
+
+def example_images(folder: Path, limit: int = EXAMPLES_PER_PAGE) -> list[str]:
+    """One image per class (up to `limit` classes) of the model's validation split, when its dataset is here: the
+    generated demo, or the local folder recorded in train_config.yaml. Empty for a Hub dataset."""
+    recipe_file = folder / "train_config.yaml"
+    if not recipe_file.is_file():
+        return []
+    dataset = yaml.safe_load(recipe_file.read_text()).get("dataset")
+    if dataset_kind(dataset) == "hub":
+        return []
+    if dataset == "demo":
+        root = default_demo_dir()
+    else:
+        root = Path(dataset["path"] if isinstance(dataset, dict) else dataset).expanduser()
+    split = next((root / s for s in ("validation", "test", "train") if (root / s).is_dir()), None)
+    if split is None:
+        return []
+    classes = sorted(p for p in split.iterdir() if p.is_dir() and not is_hidden(p.name))[:limit]
+    found = (next(iter(image_files(c)), None) for c in classes)  # training's rules: no hidden files, HEIC too
+    return [str(f) for f in found if f is not None]

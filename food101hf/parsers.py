@@ -1,0 +1,114 @@
+"""The command lines of `python -m food101hf.report`, `python -m food101hf.predict` (`food101hf-predict`),
+`python -m food101hf.hub` and `python -m food101hf.app`, built without importing the modules they run, so that
+--help and a bad flag answer before torch, timm, datasets, huggingface_hub or gradio load (`cli.parse_early`).
+train.py's and polish.py's come from their config dataclasses (`food101hf.flags`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from .cli import ArgumentParser
+from .config import MIXED_PRECISION, TrainConfig
+
+
+def _docstring(module: str) -> str:
+    """A module's docstring, read without importing the module (and the libraries it imports)."""
+    return ast.get_docstring(ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")),
+                             clean=False).strip("\n")
+
+
+def report_parser() -> ArgumentParser:
+    """`python -m food101hf.report`: see food101hf/report.py."""
+    defaults = TrainConfig()
+    parser = ArgumentParser(prog="python -m food101hf.report", description=_docstring("report"),
+                            usage="%(prog)s --dataset DATASET (--model MODEL --output-dir DIR | --audit) [options]")
+    required, options = parser.required, parser.options
+    required.add_argument("--dataset", required=True, help="Hub dataset id, local image folder, or 'demo'")
+    required.add_argument("--model", help="for a report: a folder written by train.py or polish.py, or a Hub repo "
+                                          "id (org/name[@revision])")
+    required.add_argument("--output-dir", help="where to write the report (required) or the audit (optional)")
+    options.add_argument("--audit", action="store_true", help="audit the dataset's files instead of a model: modes, "
+                                                              "sizes, duplicates and unreadable files per split")
+    options.add_argument("--split", help="split to evaluate; default: validation or test, else the stratified "
+                                         "hold-out train.py used (set by --val-fraction and --seed)")
+    options.add_argument("--image-size", type=int, help="evaluation resolution; default: the model's own")
+    options.add_argument("--tta", action="store_true", help="average the logits over each image and its mirror")
+    options.add_argument("--batch-size", type=int, default=64, help="images per process per step (default: 64)")
+    options.add_argument("--num-workers", type=int, default=defaults.num_workers,
+                         help=f"DataLoader worker processes (default: {defaults.num_workers})")
+    options.add_argument("--max-eval-samples", type=int, help="evaluate only a seeded random N images; default: all")
+    options.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                         help=f"as in train.py (default: {defaults.val_fraction})")
+    options.add_argument("--seed", type=int, default=defaults.seed, help=f"as in train.py (default: {defaults.seed})")
+    options.add_argument("--image-column", default=defaults.image_column,
+                         help=f"image column of a Hub dataset (default: {defaults.image_column})")
+    options.add_argument("--label-column", default=defaults.label_column,
+                         help=f"label column of a Hub dataset (default: {defaults.label_column})")
+    options.add_argument("--mixed-precision", default=defaults.mixed_precision, choices=MIXED_PRECISION,
+                         help=f"as in train.py (default: {defaults.mixed_precision})")
+    return parser
+
+PREDICT_EPILOG = """output:
+  one JSON line per image on stdout, in input order (folders expand to their image files, sorted):
+    {"file": "dish.jpg", "predictions": [{"label": "ramen", "score": 0.93}, ...]}   best first, --top-k of them
+  an unreadable file, or a folder without images: one "error: ..." line on stderr; the others are still answered
+
+exit status:
+  0  every image answered
+  1  some inputs could not be read (each named on stderr)
+  2  a bad flag, or the model cannot be loaded (one line on stderr)"""
+
+
+def predict_parser() -> ArgumentParser:
+    """`python -m food101hf.predict` / `food101hf-predict`: see food101hf/predict.py."""
+    parser = ArgumentParser(prog="python -m food101hf.predict", description=_docstring("predict"),
+                            epilog=PREDICT_EPILOG, usage="%(prog)s --model MODEL [options] FILES_OR_FOLDERS...")
+    required, options = parser.required, parser.options
+    required.add_argument("--model", required=True, help="folder written by train.py/polish.py, or Hub repo id "
+                                                         "org/name[@revision]")
+    required.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS", help="image files, or folders of them")
+    options.add_argument("--top-k", type=int, default=5, help="predictions per image, best first (default: 5)")
+    options.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
+    options.add_argument("--device", help="e.g. cpu, cuda, cuda:1; default: cuda if available, else cpu")
+    options.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                         help="autocast dtype; auto: bf16 where the hardware has it, else fp32 (default: auto)")
+    options.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
+    options.add_argument("-v", "--verbose", action="store_true", help="say on stderr how many torch threads run")
+    return parser
+
+
+def hub_parser() -> ArgumentParser:
+    """`python -m food101hf.hub`: see food101hf/hub.py."""
+    parser = ArgumentParser(prog="python -m food101hf.hub", description=_docstring("hub"))
+    commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
+    push = commands.add_parser("push", help="upload an output folder of train.py or polish.py",
+                               description="Upload an output folder of train.py or polish.py: weights, config, a "
+                                           "model card written for the repo, metrics, recipe and report/. Nothing "
+                                           "in the folder changes unless the push succeeds.")
+    push.required.add_argument("folder", help="a folder written by train.py or polish.py")
+    push.required.add_argument("repo_id", help="the Hub repo to push to, org/name (created if missing)")
+    push.options.add_argument("--private", action="store_true", help="create the repo as private")
+    push.options.add_argument("--revision", help="branch to push to (created if missing); default: main")
+    push.options.add_argument("--commit-message", help="default: 'Upload FOLDER with food101hf'")
+    space = commands.add_parser("space", help="create or update a Gradio Space that serves a pushed model",
+                                description="Create or update a Gradio Space (app.py, food101hf's modules, pinned "
+                                            "requirements, example images, Space card) that serves a model repo.")
+    space.required.add_argument("model", help="model repo (org/name[@revision]) or an output folder pushed with "
+                                              "`push`")
+    space.required.add_argument("space_id", help="the Space to create or update, org/name")
+    space.options.add_argument("--private", action="store_true", help="create the Space as private")
+    return parser
+
+
+def app_parser() -> ArgumentParser:
+    """`python -m food101hf.app`: see food101hf/app.py."""
+    parser = ArgumentParser(prog="python -m food101hf.app", description=_docstring("app"))
+    required, options = parser.required, parser.options
+    required.add_argument("--model", required=True, help="folder written by train.py/polish.py, or Hub repo id "
+                                                         "org/name[@revision]")
+    options.add_argument("--examples", help="folder of example images to offer (default: from the model's dataset)")
+    options.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
+    options.add_argument("--server-name", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    options.add_argument("--server-port", type=int, help="port (default 7860, or the next free one)")
+    return parser

@@ -1,0 +1,91 @@
+"""The error analysis's pictures, drawn with matplotlib's object API (no pyplot: no global backend or figure
+state, nothing needs a display): the confusion matrix in cluster order, and the most confidently wrong images."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+from matplotlib.colors import LogNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from .analysis import cluster_order
+
+DPI = 100
+
+
+def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, title: str) -> tuple[int, int]:
+    """The confusion matrix in cluster order, every class labelled: 1000 px square up to ~47 classes, 1866 px
+    for 101. The diagonal (accuracy) is muted grey so the confusions, coloured by the share of the true class
+    on a log scale, stand out. Returns the picture's (width, height) in pixels."""
+    n = len(label_names)
+    order = cluster_order(confusion)
+    counts = confusion[np.ix_(order, order)]
+    support = counts.sum(1, keepdims=True)
+    share = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
+    diagonal = np.eye(n, dtype=bool)
+    pixels = max(1000, 250 + 16 * n)
+    fig = Figure(figsize=(pixels / DPI, pixels / DPI), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(np.where(diagonal, share, np.nan), cmap="Greys", vmin=0, vmax=1, alpha=0.35)
+    # the smallest possible share is one image of the largest class; half of it keeps that visible
+    norm = LogNorm(vmin=0.5 / max(int(support.max()), 1), vmax=1)
+    image = ax.imshow(np.where(~diagonal & (counts > 0), share, np.nan), cmap="YlOrRd", norm=norm)
+    fontsize = float(np.clip(0.55 * (pixels - 250) / n, 4, 10))  # points ≈ 0.75 px at 100 dpi: fits each row
+    names = [label_names[i] for i in order]
+    ax.set_xticks(range(n), names, rotation=90, fontsize=fontsize)
+    ax.set_yticks(range(n), names, fontsize=fontsize)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"{title}\ngrey: accuracy; colour: share of the true class's images (log scale); "
+                 f"classes ordered so that confusions cluster", fontsize=11)
+    if n <= 30:  # room to print the counts, which also tell a low-accuracy diagonal cell from an empty one
+        for t, p in zip(*np.nonzero(counts)):
+            ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=9,
+                    color="white" if t != p and share[t, p] > 0.3 else "black")
+    fig.colorbar(image, ax=ax, shrink=0.4, label="share of the true class", format=PercentFormatter(1))
+    fig.savefig(path, dpi=DPI)
+    return pixels, pixels
+
+
+TILE = 250  # px per image column; a caption line holds CAPTION_CHARS characters of 9 pt DejaVu Sans in it
+CAPTION_CHARS = 30
+
+
+def mistakes_figure(images: list, captions: list[str], title: str, cols: int = 6) -> Figure:
+    """A grid of images, each with its caption (at most four lines, see `caption`); a single line of text when
+    there are none. Every tile has the same room for its caption, so captions never overlap the row above."""
+    rows = max(1, math.ceil(len(images) / cols))
+    width, height = TILE * cols, 300 * rows + 60
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
+    fig.suptitle(title, fontsize=12)
+    if not images:
+        fig.text(0.5, 0.5, "every image was classified correctly", ha="center", va="center", fontsize=14)
+    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).flat):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(images[i])
+            ax.set_title(captions[i], fontsize=9, loc="left", wrap=False)
+    return fig
+
+
+def plot_mistakes(images: list, captions: list[str], path: Path, title: str, cols: int = 6) -> tuple[int, int]:
+    """`mistakes_figure` saved to `path`. Returns the picture's (width, height) in pixels."""
+    fig = mistakes_figure(images, captions, title, cols)
+    fig.savefig(path, dpi=DPI)
+    width, height = fig.get_size_inches() * DPI
+    return round(width), round(height)
+
+
+def caption(true: str, predicted: str, confidence: float) -> str:
+    """Two lines at most per class name, wrapped at word boundaries (Food-101's names read with spaces:
+    `lobster_roll_sandwich` -> "lobster roll sandwich"), each line short enough for its tile."""
+    def wrap(prefix: str, name: str, suffix: str = "") -> str:
+        lines = textwrap.wrap(prefix + name.replace("_", " ") + suffix, CAPTION_CHARS, max_lines=2,
+                              placeholder="…", break_long_words=True)
+        return "\n".join(lines)
+
+    return f"{wrap('true: ', true)}\n{wrap('predicted: ', predicted, f' ({confidence:.0%})')}"
