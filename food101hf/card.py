@@ -1,127 +1,28 @@
 """The model card (README.md) of an output folder: what was trained, on what, how, with what result, and how to use it.
 
 Built from the folder's own files only: config.json, metrics.json, train_config.yaml (base_config.yaml after a
-polish) and report/ (the error analysis). `hub.write_outputs` writes it after a run; `hub.push_folder` rebuilds it
-with the repo id before every push.
+polish) and report/ (the error analysis), with the template `templates/model_card.md`. `publish.write_outputs`
+writes it after a run; `publish.push_folder` rebuilds it with the repo id before every push.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .hub_access import is_repo_id
+from .outputs import dataset_kind, dataset_name, read_recipes
 
 PROJECT_LICENSE = "apache-2.0"
 PRECISION = {"no": "fp32 (no mixed precision)", "bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}
 DEMO_DESCRIPTION = ("food101hf's generated demo dataset: synthetic drawings of 10 Food-101 dishes (a plate on a table "
                     "with the dish painted as coloured shapes and textures), not photographs")
 
-CARD_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-A timm `{{ architecture }}` image classifier for {{ num_classes }} classes of {{ dataset_short }}, {{ start_text }} with
-food101hf. It takes {{ image_size }} px RGB images (resize + center crop, `crop_pct` {{ crop_pct }}).
-{% if demo %}
-**This is a demo model.** It was trained on synthetic drawings only and will not recognise real food photos: any
-photo gets one of its {{ num_classes }} labels, with no meaning.
-{% endif %}
-## Results
-
-| split | images | resolution | top-1 | top-5 | eval loss |
-|---|---|---|---|---|---|
-| {{ eval_split }} | {{ num_eval_samples }} | {{ image_size }} px, center crop | {{ "%.2f" | format(top1 * 100) }}% | {{ "%.2f" | format(top5 * 100) }}% | {{ "%.4f" | format(eval_loss) }} |
-{{ extra_results }}
-## Training
-
-- **Start:** {{ start_text }}.
-- **Data:** {{ dataset_text }}; {{ eval_split }} split for evaluation.
-- **Run:** {{ run_text }}
-- **Recipe:** {{ recipe_summary }}
-
-## Intended use and limitations
-
-{{ intended_use }} The model always answers with one of its {{ num_classes }} labels: a photo of anything else
-(another dish, no food at all) still gets one, often with high confidence.
-{{ confusions }}
-{{ error_analysis }}
-## How to use
-
-Each snippet classifies one image (`dish.jpg`) and prints the top {{ k }} labels with their probabilities.
-
-With timm:
-
-```python
-import timm, torch
-from PIL import Image
-
-model = timm.create_model("{{ timm_id }}", pretrained=True).eval()
-transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
-labels = model.pretrained_cfg["label_names"]
-with torch.inference_mode():
-    probs = model(transform(Image.open("dish.jpg").convert("RGB")).unsqueeze(0)).softmax(-1)[0]
-scores, indices = probs.topk({{ k }})
-print([(labels[i], round(s, 4)) for s, i in zip(scores.tolist(), indices.tolist())])
-```
-
-With food101hf installed (same preprocessing; batches, any image mode, Hub or folder):
-
-```python
-from food101hf import predict
-
-print(predict("dish.jpg", model="{{ model_ref }}", top_k={{ k }}))
-```
-
-With transformers (its TimmWrapper classes load this repo; the image processor uses the same `pretrained_cfg`):
-
-```python
-from transformers import pipeline
-
-classifier = pipeline("image-classification", model="{{ repo_or_folder }}"{{ revision_arg }})
-print(classifier("dish.jpg", top_k={{ k }}))
-```
-
-## Recipe
-
-```yaml
-{{ recipe_yaml }}```
-
-Weights are stored as safetensors only.
-"""
-
-
-def read_recipes(folder: Path) -> tuple[dict, dict | None]:
-    """(train_config.yaml, base_config.yaml or None) of an output folder."""
-    recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
-    base_file = folder / "base_config.yaml"
-    return recipe, yaml.safe_load(base_file.read_text()) if base_file.is_file() else None
-
-
-def is_repo_id(ref: str) -> bool:
-    """`org/name` (optionally `@revision`) that is not a local path."""
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+(@.+)?", ref)) and not Path(ref).expanduser().exists()
-
-
-def dataset_kind(dataset) -> str:
-    """'demo', 'hub' (a Hub dataset id) or 'local' (a folder: a path string, or however a run records one)."""
-    if dataset == "demo":
-        return "demo"
-    return "hub" if isinstance(dataset, str) and is_repo_id(dataset) else "local"
-
-
-def dataset_name(dataset) -> str:
-    """A Hub id as is; a local folder by its name only (never the path on the training machine)."""
-    kind = dataset_kind(dataset)
-    if kind != "local":
-        return dataset
-    path = dataset.get("path", "") if isinstance(dataset, dict) else str(dataset)
-    return Path(path).name or "a local image folder"
+CARD_TEMPLATE = Path(__file__).with_name("templates") / "model_card.md"  # Jinja, as huggingface_hub's own
 
 
 def pretrained_checkpoint(recipe: dict, base: dict | None = None) -> str | None:
@@ -208,7 +109,8 @@ def _polish_summary(recipe: dict, base: dict | None, metrics: dict) -> str:
           f"images (eval preprocessing)" if recipe.get("bn_reestimate") else "BatchNorm statistics kept")
     text = f"Polished from `{dataset_name(recipe['init'])}` at {recipe['image_size']} px: {bn}"
     if recipe["epochs"]:
-        text += (f", then {_count(recipe['epochs'], 'epoch')} of fine-tuning, frozen `{recipe.get('freeze') or 'none'}`, "
+        text += (f", then {_count(recipe['epochs'], 'epoch')} of fine-tuning, frozen "
+                 f"`{recipe.get('freeze') or 'none'}`, "
                  f"{recipe['opt']} (lr {recipe['lr']} on a cosine to {recipe['min_lr']}, weight decay "
                  f"{recipe['weight_decay']}), Mixup {recipe['mixup']} / CutMix {recipe['cutmix']}, label smoothing "
                  f"{recipe['smoothing']}")
@@ -289,9 +191,10 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
     )
     summary = _polish_summary(recipe, base, metrics) if "init" in recipe else _recipe_summary(recipe)
     return ModelCard.from_template(
-        card_data, template_str=CARD_TEMPLATE,
+        card_data, template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
         title=repo_id or folder.name, architecture=config["architecture"], num_classes=config["num_classes"],
-        dataset_text=_dataset_text(dataset), dataset_short=_dataset_short(dataset), start_text=_start_text(recipe, base), demo=kind == "demo",
+        dataset_text=_dataset_text(dataset), dataset_short=_dataset_short(dataset),
+        start_text=_start_text(recipe, base), demo=kind == "demo",
         image_size=size, crop_pct=config["pretrained_cfg"].get("crop_pct"), eval_split=split,
         num_eval_samples=metrics["num_eval_samples"], top1=metrics["top1"], top5=metrics["top5"],
         eval_loss=metrics["eval_loss"], extra_results=metrics.get("card_extra", ""), run_text=_run_text(metrics),
@@ -300,5 +203,6 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
         if (folder / "report" / "card.md").is_file() else "",
         k=min(5, config["num_classes"]), timm_id=f"hf-hub:{ref}" if ref else f"local-dir:{folder}",
         model_ref=ref or str(folder), repo_or_folder=repo_id or str(folder),
-        revision_arg=f', revision="{revision}"' if repo_id and revision else "", recipe_yaml=yaml.safe_dump(_shown(recipe), sort_keys=False, allow_unicode=True),
+        revision_arg=f', revision="{revision}"' if repo_id and revision else "",
+        recipe_yaml=yaml.safe_dump(_shown(recipe), sort_keys=False, allow_unicode=True),
     )

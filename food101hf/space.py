@@ -7,13 +7,14 @@ MODEL is a model repo on the Hub (`org/name`, `org/name@revision`) or an output 
 
     README.md         Space metadata: Gradio SDK and Python version as installed here, app_file, the model, licence
     app.py            runs `food101hf.app` on the model repo
-    food101hf/        this package's modules (it is not on PyPI)
+    food101hf/        the modules of this package the app imports (`app_modules`; it is not on PyPI)
     requirements.txt  food101hf's dependencies pinned to the versions installed here
     examples/         one validation image per class (up to 10) when the model's dataset is on this machine
 """
 
 from __future__ import annotations
 
+import ast
 import platform
 import re
 import shutil
@@ -24,9 +25,10 @@ from pathlib import Path
 from huggingface_hub import ModelCard, SpaceCard, SpaceCardData, create_repo, get_token, repo_exists, upload_folder
 from huggingface_hub.errors import HfHubHTTPError
 
-from .card import is_repo_id, model_license, read_recipes
-from .hub import HubError, hub_errors, require_hub
-from .model import trained_folder
+from .card import model_license
+from .errors import HubError
+from .hub_access import hub_errors, is_repo_id, require_hub
+from .outputs import example_images, read_recipes, trained_folder
 
 APP = '''"""Serves {model} with food101hf's Gradio demo (food101hf/app.py). Spaces run `python app.py`."""
 
@@ -37,17 +39,7 @@ from food101hf.app import main
 sys.exit(main(["--model", "{model}"{examples}]))
 '''
 
-SPACE_TEMPLATE = """---
-{{ card_data }}
----
-
-# {{ title }}
-
-A web demo of the image classifier [{{ repo_id }}](https://huggingface.co/{{ repo_id }}): upload, paste or take a
-photo and see its top-5 classes. {{ about }}
-
-Built with food101hf; `app.py` runs `food101hf.app` (the package's modules are in `food101hf/`).
-"""
+SPACE_TEMPLATE = Path(__file__).with_name("templates") / "space_card.md"
 
 
 def pushed_repo(model: str | Path) -> str:
@@ -63,6 +55,24 @@ def pushed_repo(model: str | Path) -> str:
     return name
 
 
+def app_modules() -> list[Path]:
+    """The package's files the Gradio app needs: `__init__.py`, app.py and every module of ours they import, at any
+    depth, read from their import statements (those inside functions too); nothing of training or benchmarking."""
+    package = Path(__file__).parent
+    needed, todo = set(), ["__init__", "app"]
+    while todo:
+        name = todo.pop()
+        if name in needed:
+            continue
+        needed.add(name)
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level == 1 or (node.module or "").startswith("food101hf")):
+                module = (node.module or "").removeprefix("food101hf").lstrip(".")
+                todo += [module.split(".")[0]] if module else [alias.name for alias in node.names]
+    return sorted(package / f"{name}.py" for name in needed)
+
+
 def pinned_requirements() -> str:
     """food101hf's install_requires at the versions installed here, one `name==version` a line."""
     names = [re.match(r"[A-Za-z0-9_.-]+", r).group() for r in metadata.requires("food101hf") or []
@@ -72,9 +82,7 @@ def pinned_requirements() -> str:
 
 def write_space(model: str, staging: Path) -> None:
     """Everything the Space holds, written into `staging` (see the module docstring)."""
-    import gradio
-
-    from .app import example_images
+    import gradio  # only here: the web framework is an optional extra (`.[app]`), not needed to push a model
 
     repo_id = pushed_repo(model)
     local = Path(model) if Path(model).is_dir() else trained_folder(repo_id)
@@ -84,7 +92,11 @@ def write_space(model: str, staging: Path) -> None:
         shutil.copyfile(image, staging / "examples" / f"{image.parent.name}{image.suffix.lower()}")
     (staging / "app.py").write_text(APP.format(model=repo_id, examples=', "--examples", "examples"' if examples
                                                else ""))
-    shutil.copytree(Path(__file__).parent, staging / "food101hf", ignore=shutil.ignore_patterns("__pycache__"))
+    package = Path(__file__).parent
+    for module in app_modules():
+        target = staging / "food101hf" / module.relative_to(package)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module, target)
     (staging / "requirements.txt").write_text(pinned_requirements())
     recipe, base = read_recipes(local)
     demo = recipe.get("dataset") == "demo"
@@ -96,8 +108,8 @@ def write_space(model: str, staging: Path) -> None:
         pinned=False, short_description="Classify a photo of a dish with a food101hf model")
     about = ("The model was trained on synthetic drawings (food101hf's offline demo), so it will not recognise real "
              "photos." if demo else "")
-    SpaceCard.from_template(card_data, template_str=SPACE_TEMPLATE, title=card_data.title, repo_id=repo_id,
-                            about=about).save(staging / "README.md")
+    SpaceCard.from_template(card_data, template_str=SPACE_TEMPLATE.read_text(encoding="utf-8"), title=card_data.title,
+                            repo_id=repo_id, about=about).save(staging / "README.md")
 
 
 def create_space(model: str | Path, space_id: str, *, private: bool = False) -> str:
