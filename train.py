@@ -14,9 +14,8 @@ import food101hf  # noqa: F401  first: its OpenMP defaults must be set before to
 
 import dataclasses
 import logging
-from pathlib import Path
 
-from food101hf.cli import next_steps, run, setup_logging
+from food101hf.cli import run, setup_logging
 from food101hf.config import TrainConfig, parse_config
 
 logger = logging.getLogger("train")
@@ -28,30 +27,20 @@ def main(argv=None) -> int:
 
     # the heavy libraries load once the flags are known to be good: --help and a bad flag answer in a blink
     import torch
-    from accelerate.utils import set_seed
     from timm.data import resolve_model_data_config
 
-    from food101hf.checkpoint import check_resume, checkpoint_root, start_or_resume
-    from food101hf.config import save_config
-    from food101hf.data import DatasetError, build_loaders, example_file, load_splits
-    from food101hf.engine import create_accelerator, create_scheduler, fit, updates_per_epoch
-    from food101hf.hub import push_run, write_outputs
+    from food101hf.checkpoint import start_or_resume
+    from food101hf.data import load_splits
+    from food101hf.engine import create_scheduler, fit, updates_per_epoch
+    from food101hf.loaders import build_loaders
     from food101hf.model import check_model, count_parameters, create_model, create_optimizer, freeze
     from food101hf.report import report_run
-    from food101hf.runtime import describe_hardware, keep_freed_memory, set_num_threads
-    from food101hf.storage import check_output_dir, room_warning
+    from food101hf.runs import check_run, export_run, start_run, write_recipe
 
-    check_model(cfg)  # --model, --opt, --freeze against timm, before any weights or data load
-    keep_freed_memory()  # before any tensor: a step no longer page-faults its activations in (runtime.py)
-    threads = set_num_threads()  # all usable cores, whichever launcher started us, unless the user chose
-    accelerator = create_accelerator(cfg)
-    set_seed(cfg.seed)
-    out = Path(cfg.output_dir)
-    checkpoints = checkpoint_root(out)  # beside the output folder: that folder is the model, not training state
-    check_resume(cfg, checkpoints, accelerator.num_processes)  # a checkpoint of other settings: refused now
-    free = check_output_dir(out, cfg.model)  # writable, room for the export + a checkpoint: before any download
-    if accelerator.is_main_process and (warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free)):
-        logger.warning(warning)
+    # setup: every check that needs no data runs before any data or weights load
+    check_model(cfg)  # --model, --opt, --freeze against timm, on the meta device
+    accelerator, threads = start_run(cfg)
+    out, checkpoints = check_run(cfg, accelerator)  # a resume of other settings, a full disk: refused now
     logger.info(f"{accelerator.num_processes} process(es) on {accelerator.device}, "
                 f"mixed precision {accelerator.mixed_precision}, {threads.count} torch thread(s) per process "
                 f"({threads.reason})")
@@ -72,9 +61,6 @@ def main(argv=None) -> int:
                 f"({trainable / total:.0%}; frozen: {cfg.freeze})")
     data_config = resolve_model_data_config(model)
     train_loader, eval_loader = build_loaders(splits, cfg, data_config, cfg.image_size, cfg.seed)
-    if len(train_loader) == 0:
-        raise DatasetError(f"{len(splits.train)} training images are fewer than one batch of {cfg.batch_size}: "
-                           f"lower --batch-size")
 
     # optimizer and schedule; the schedule is sized from the loader Accelerate hands back (per process)
     optimizer = create_optimizer(model, cfg)
@@ -85,10 +71,7 @@ def main(argv=None) -> int:
     # the run's identity includes its data (split sizes and datasets' fingerprints)
     accelerator.register_for_checkpointing(scheduler)
     progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints, splits.identity())
-    # the start succeeded: only now does the output folder get its first file (a failed start leaves nothing)
-    if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.yaml")
+    write_recipe(accelerator, cfg, out)  # the start succeeded: only now does the output folder get a file
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})
@@ -105,17 +88,9 @@ def main(argv=None) -> int:
     train_loader, eval_loader = accelerator.free_memory(train_loader, eval_loader)
     accelerator.end_training()
 
-    # export: timm Hub format (safetensors), metrics, model card; then optionally push
-    if accelerator.is_main_process:
-        metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped),
-                    "train_seconds": round(progress.train_seconds, 1), "mixed_precision": accelerator.mixed_precision,
-                    "hardware": describe_hardware(accelerator.device, accelerator.num_processes)}
-        write_outputs(out, accelerator.unwrap_model(model), splits.label_names, data_config, cfg.image_size,
-                      metrics)
-        logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; model saved to {out.resolve()}")
-        if cfg.push_to_hub:
-            logger.info(f"pushed to {push_run(out, cfg)}")
-        print(next_steps(out, cfg, example_file(splits.eval, cfg.image_column)), flush=True)
+    # export: timm Hub format (safetensors), metrics, model card; then optionally push, and say what is next
+    export_run(accelerator, cfg, model, splits, splits.label_names, out, data_config, metrics,
+               progress.train_seconds)
     return 0
 
 

@@ -1,0 +1,111 @@
+"""The start and the end that train.py and polish.py share, as plain functions, so that each script keeps only its
+own steps (no Trainer class, no callbacks):
+
+    accelerator, threads = start_run(cfg)          # allocator, threads, Accelerator, seed
+    out, checkpoints = check_run(cfg, accelerator)  # a resume of other settings, a full disk: refused now
+    ...                                             # the script's data, model, training, report
+    write_recipe(cfg, out)                          # once the start succeeded: the folder's first file
+    export_run(accelerator, cfg, model, ...)        # weights, config, metrics.json, model card; push; next steps
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from .checkpoint import check_resume, checkpoint_root
+from .config import TrainConfig
+from .data import Splits, example_file
+from .engine import create_accelerator
+from .outputs import save_config
+from .publish import push_run, write_outputs
+from .runtime import Threads, describe_hardware, keep_freed_memory, set_num_threads
+from .storage import check_output_dir, room_warning
+
+logger = logging.getLogger(__name__)
+
+
+def start_run(cfg: TrainConfig) -> tuple[Accelerator, Threads]:
+    """The process set up for training: glibc keeps freed memory (before any tensor: a step no longer
+    page-faults its activations in, `runtime.keep_freed_memory`), torch gets the usable cores whichever launcher
+    started us, unless the user chose (`runtime.set_num_threads`), the Accelerator (precision, processes) and the
+    seed."""
+    keep_freed_memory()
+    threads = set_num_threads()
+    accelerator = create_accelerator(cfg)
+    set_seed(cfg.seed)
+    return accelerator, threads
+
+
+def check_run(cfg: TrainConfig, accelerator: Accelerator) -> tuple[Path, Path]:
+    """(the output folder, its checkpoint folder beside it), after refusing, before any data or weights load, a
+    --resume checkpoint of other settings (CheckpointError) and an output folder that cannot be written or has no
+    room for the export and one checkpoint (StorageError); room for fewer than --keep-checkpoints is a warning.
+    Creates nothing: a failed start leaves nothing behind."""
+    out = Path(cfg.output_dir)
+    checkpoints = checkpoint_root(out)  # beside the output folder: that folder is the model, not training state
+    check_resume(cfg, checkpoints, accelerator.num_processes)
+    free = check_output_dir(out, cfg.model)
+    if accelerator.is_main_process and (warning := room_warning(out, cfg.model, cfg.keep_checkpoints, free)):
+        logger.warning(warning)
+    return out, checkpoints
+
+
+def write_recipe(accelerator: Accelerator, cfg: TrainConfig, out: Path, base_recipe: Path | None = None) -> None:
+    """The output folder's first files, once the start succeeded: train_config.yaml (the resolved recipe and its
+    provenance) and, after a polish, the init's recipe as base_config.yaml."""
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "train_config.yaml")
+        if base_recipe is not None:
+            shutil.copyfile(base_recipe, out / "base_config.yaml")
+
+
+def export_run(accelerator: Accelerator, cfg: TrainConfig, model, splits: Splits, label_names: list[str], out: Path,
+               data_config: dict, metrics: dict, train_seconds: float | None) -> None:
+    """On the main process: the model in timm's Hub format, metrics.json (with what ran: eval split, bad files
+    skipped, training time, precision, hardware) and the model card (`publish.write_outputs`); the push with
+    --push-to-hub; then what the run made and what to run next, on stdout."""
+    if not accelerator.is_main_process:
+        return
+    metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped),
+                "mixed_precision": accelerator.mixed_precision,
+                "hardware": describe_hardware(accelerator.device, accelerator.num_processes)}
+    if train_seconds is not None:
+        metrics["train_seconds"] = round(train_seconds, 1)
+    write_outputs(out, accelerator.unwrap_model(model), label_names, data_config, cfg.image_size, metrics)
+    logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} at {cfg.image_size} px; model saved to "
+                f"{out.resolve()}")
+    if cfg.push_to_hub:
+        logger.info(f"pushed to {push_run(out, cfg)}")
+    print(next_steps(out, cfg, example_file(splits.eval, cfg.image_column)), flush=True)
+
+
+def next_steps(out: Path, cfg, example_image: str | None) -> str:
+    """What a train.py/polish.py run made and what to run next, for a person at the console: a predict command on
+    one of the run's own eval images (ready to paste), polishing (after train.py), sharing (unless pushed)."""
+    folder, image = shlex.quote(str(out)), shlex.quote(example_image) if example_image else "YOUR_PHOTO.jpg"
+    lines = [f"\nDone. In {out}/:",
+             f"  model.safetensors, config.json   the model in timm's format: "
+             f"timm.create_model(\"local-dir:{out}\", pretrained=True)",
+             "  metrics.json                     top-1 / top-5 on the eval split, per epoch",
+             "  README.md                        the model card"]
+    if cfg.report:
+        lines.append("  report/report.md                 error analysis: per-class accuracy, confused pairs, "
+                     "confident mistakes")
+    lines += ["Next:", f"  python -m food101hf.predict --model {folder} {image}"
+              + ("   # an image of the eval split" if example_image else "")]
+    if getattr(cfg, "init", None) is None:
+        lines.append(f"  accelerate launch polish.py --init {folder} --output-dir {shlex.quote(f'{out}-224')}"
+                     f"   # FixRes: fine-tune briefly at 224 px")
+    if not cfg.push_to_hub:
+        lines.append(f"  python -m food101hf.hub push {folder} YOUR_NAME/{out.name}   # share it (needs HF_TOKEN)")
+    if cfg.dataset == "demo":
+        lines.append("Note: the demo dataset is synthetic (generated drawings of 10 dishes, food101hf/demo.py): its "
+                     "top-1 shows the pipeline works, not how a model does on real food photos.")
+    return "\n".join(lines)
