@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,10 @@ def write_image_folder(root: Path, classes: list[str], per_class: int, size=(40,
 
 
 CLASSES = ["beignets", "crème brûlée", "fish and chips"]  # spaces and non-ASCII on purpose
+FOOD101 = (Path(__file__).parent / "data" / "food101_classes.txt").read_text().split()
+# resnet18.a1_in1k's pretrained_cfg (timm's resolve_model_data_config), for transforms built without a model
+DATA_CONFIG = {"interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+               "crop_pct": 0.95}
 
 
 @pytest.fixture
@@ -104,8 +109,9 @@ def export_model_folder(out: Path, classes: list[str], image_size: int = 32, dat
     import timm
     import torch
 
-    from food101hf.config import TrainConfig, save_config
-    from food101hf.hub import write_outputs
+    from food101hf.config import TrainConfig
+    from food101hf.outputs import save_config
+    from food101hf.publish import write_outputs
 
     out.mkdir(parents=True, exist_ok=True)
     save_config(TrainConfig(dataset=dataset, pretrained=False, image_size=image_size), out / "train_config.yaml")
@@ -114,3 +120,21 @@ def export_model_folder(out: Path, classes: list[str], image_size: int = 32, dat
     metrics = {"top1": 0.5, "top5": 1.0, "eval_loss": 1.0, "num_eval_samples": 9, "eval_split": "validation"}
     write_outputs(out, model, classes, timm.data.resolve_model_data_config(model), image_size, metrics)
     return out
+
+
+def weighted_accuracy(rows) -> float:
+    """The support-weighted mean of per-class accuracies (a report's per_class rows), which must equal top-1."""
+    return sum(row["accuracy"] * row["support"] for row in rows if row["support"]) / sum(r["support"] for r in rows)
+
+
+def plant_audit_folder(root) -> list[str]:
+    """A folder with bad files, a non-image, duplicates within a split, across splits and across labels; returns
+    the bad files' names."""
+    write_image_folder(root / "train", ["a", "b"], per_class=3, size=(30, 20))
+    write_image_folder(root / "validation", ["a", "b"], per_class=2, size=(30, 20), seed=1)
+    bad = plant_bad_files(root / "train" / "a")
+    (root / "train" / "b" / "notes.txt").write_text("not named like an image: imagefolder skips it too")
+    shutil.copy(root / "train" / "a" / "1.jpg", root / "train" / "b" / "copy.jpg")  # same split, other label
+    shutil.copy(root / "train" / "a" / "2.jpg", root / "validation" / "a" / "leak.jpg")  # across splits
+    Image.new("L", (12, 10)).save(root / "train" / "b" / "grey.png")
+    return [f"a/{name}" for name in bad]

@@ -34,7 +34,7 @@ def main() -> None:
 
     with HubServer(token=os.environ["HF_TOKEN"]) as hub:
         os.environ["HF_ENDPOINT"] = hub.url  # before huggingface_hub is imported: it reads it once
-        from food101hf.hub import push_folder
+        from food101hf.publish import push_folder
         from loaders import (food101hf_scores, timm_scores, top1, transformers_auto_scores,
                              transformers_pipeline_scores)
 

@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, ROOT, export_model_folder, write_image_folder
-from food101hf.app import build_demo, classify, example_images, main, model_summary
+from conftest import CLASSES, ROOT, export_model_folder, run_script, write_image_folder
+from food101hf.app import build_demo, classify, main, model_summary
+from food101hf.errors import ModelNotFoundError
+from food101hf.outputs import example_images
 from food101hf.predict import Predictor
 
 SCREENSHOTS = ROOT / "outputs" / "browser-tests"
@@ -97,9 +99,13 @@ def test_share_server_name_and_port_pass_through_to_launch(served, monkeypatch):
     assert (launched["share"], launched["server_name"], launched["server_port"]) == (False, None, None)
 
 
-def test_an_unloadable_model_is_one_line_and_exit_2(tmp_path, capsys):
-    assert main(["--model", str(tmp_path / "missing")]) == 2
-    assert "error: " in capsys.readouterr().err
+def test_an_unloadable_model_is_one_line_and_exit_2(tmp_path):
+    with pytest.raises(ModelNotFoundError):
+        main(["--model", str(tmp_path / "missing")])
+    result = run_script("-m", "food101hf.app", "--model", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {tmp_path / 'missing'}: no such folder (in {ROOT}), and not a Hub "
+                                          f"repo id (org/name)"]
 
 
 # --- the real page in Chromium ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_runs_every_section_and_prints_the_ratios():
-    result = run_script("-m", "food101hf.bench", "--train-images", "200", "--batch-size", "8", "--image-size", "64",
+    result = run_script("benchmarks/bench.py", "--train-images", "200", "--batch-size", "8", "--image-size", "64",
                         "--steps", "1", "--rounds", "2", "--num-workers", "1", timeout=900)
     assert result.returncode == 0, result.stderr
     out = result.stdout

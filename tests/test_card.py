@@ -14,7 +14,8 @@ from PIL import Image
 
 from conftest import CLASSES, export_model_folder
 from food101hf.card import build_card, dataset_kind, dataset_name, model_license
-from food101hf.config import TrainConfig, save_config
+from food101hf.config import TrainConfig
+from food101hf.outputs import save_config
 
 RUN = {"epoch": 15, "optimizer_updates": 375, "train_seconds": 83.4, "train_images_per_second": 92.1,
        "mixed_precision": "bf16", "hardware": "1 x CPU process (AMD EPYC 9454P, 2 threads each)"}

@@ -1,6 +1,7 @@
 """Every entry point as a user types it: a failure caused by a flag is one line on stderr, exit status 2, no
 traceback, and nothing written; --help answers before the heavy libraries load and reads well."""
 
+import os
 import subprocess
 import sys
 
@@ -153,7 +154,7 @@ def test_a_failed_model_start_leaves_no_config_behind(image_folder, tmp_path):
 
 
 def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path):
-    from food101hf.cli import next_steps
+    from food101hf.runs import next_steps
     from food101hf.config import PolishConfig, TrainConfig
 
     out = tmp_path / "demo run"
@@ -166,3 +167,38 @@ def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path):
     assert f"python -m food101hf.predict --model '{out}' YOUR_PHOTO.jpg" in polished
     assert "polish.py" not in polished and "hub push" not in polished and "report/" not in polished
     assert "synthetic" not in polished
+
+
+def _entry_point(failure: Exception):
+    def main(argv=None) -> int:
+        raise failure
+    return main
+
+
+def test_a_users_mistake_is_one_line_and_a_bug_keeps_its_traceback(capsys):
+    from food101hf.cli import USAGE_ERROR, run
+    from food101hf.errors import DatasetError, ImageError, ModelNotFoundError, StorageError
+
+    for mistake in (DatasetError("my_food/: no such folder"), ImageError("a.jpg: cannot be read"),
+                    StorageError("not enough space"), ModelNotFoundError("outputs/x: no such folder")):
+        with pytest.raises(SystemExit) as exit_:
+            run(_entry_point(mistake))
+        assert exit_.value.code == USAGE_ERROR
+        assert capsys.readouterr().err == f"error: {mistake}\n"
+    # a ValueError (or FileNotFoundError) of our code, numpy, torch or datasets is a bug: it propagates, so the
+    # interpreter prints its traceback and exits 1
+    for bug in (ValueError("invalid literal for int()"), FileNotFoundError("/tmp/x"), KeyError("label")):
+        with pytest.raises(type(bug)):
+            run(_entry_point(bug))
+        assert capsys.readouterr().err == ""
+
+
+def test_a_bug_in_a_real_command_shows_its_traceback(tmp_path):
+    """Through a real interpreter: the bug's traceback and exit status 1, not a one-line `error:`."""
+    script = tmp_path / "entry.py"
+    script.write_text("from food101hf.cli import run\n\ndef main(argv=None):\n    return int('two')\n\nrun(main)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "ValueError: invalid literal for int()" in result.stderr
+    assert "error: " not in result.stderr

@@ -1,8 +1,9 @@
 import pytest
 import yaml
 
-from food101hf.cli import UsageError
-from food101hf.config import ConfigError, PolishConfig, TrainConfig, parse_config, save_config
+from food101hf.config import PolishConfig, TrainConfig, parse_config
+from food101hf.errors import ConfigError, UsageError
+from food101hf.outputs import save_config
 
 
 def test_defaults_are_the_food101_recipe():

@@ -1,108 +1,12 @@
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
-from timm.data import create_transform
 
-from conftest import CLASSES, write_image_folder
+from conftest import CLASSES, DATA_CONFIG, write_image_folder
 from food101hf.config import TrainConfig
-from food101hf.data import (DatasetError, ImageTransform, build_loaders, build_transform, load_splits, model_input,
-                            to_rgb, with_transform)
-
-DATA_CONFIG = {"interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-               "crop_pct": 0.95}
-
-
-def test_to_rgb_converts_every_mode_to_8bit_rgb():
-    for mode in ("L", "CMYK", "P", "RGBA", "LA", "I;16", "1"):
-        image = Image.new(mode, (7, 5))
-        converted = to_rgb(image)
-        assert converted.mode == "RGB" and converted.size == (7, 5), mode
-
-
-def test_an_upright_rgb_image_is_not_copied():
-    image = Image.new("RGB", (7, 5))
-    assert to_rgb(image) is image
-
-
-def test_transparency_is_composited_on_white():
-    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red
-    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
-    half = Image.new("RGBA", (4, 4), (0, 0, 0, 128))
-    assert to_rgb(half).getpixel((0, 0))[0] == pytest.approx(127, abs=2)
-    palette = Image.new("P", (4, 4), 0)
-    palette.info["transparency"] = 0
-    assert to_rgb(palette).getpixel((0, 0)) == (255, 255, 255)
-
-
-def test_16bit_greyscale_is_scaled_not_clipped():
-    image = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
-    assert [to_rgb(image).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
-
-
-def test_exif_orientation_is_applied():
-    image = Image.new("RGB", (20, 10))
-    exif = image.getexif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", exif=exif)
-    assert to_rgb(Image.open(buffer)).size == (10, 20)
-
-
-def test_cmyk_white_stays_white():
-    assert to_rgb(Image.new("CMYK", (2, 2), (0, 0, 0, 0))).getpixel((0, 0)) == (255, 255, 255)
-
-
-@pytest.mark.parametrize("is_training", [True, False])
-def test_transforms_give_normalised_tensors_of_the_requested_size(is_training):
-    cfg = TrainConfig()
-    transform = build_transform(DATA_CONFIG, 48, is_training, cfg)
-    out = transform(Image.new("RGB", (120, 80), (255, 255, 255)))
-    assert out.shape == (3, 48, 48) and out.dtype == torch.float32
-    assert out[0].mean().item() == pytest.approx((1 - 0.485) / 0.229, abs=0.05)
-    assert transform.tensor is not None  # the fast path: v2 on uint8 tensors
-
-
-def photo_like(size=(96, 72), seed=0) -> Image.Image:
-    coarse = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    return Image.fromarray(coarse).resize(size, Image.BICUBIC)
-
-
-@pytest.mark.parametrize("is_training", [True, False])
-def test_the_uint8_tensor_path_matches_timms_pillow_transform(is_training):
-    # a crop with no randomness left (the whole 4:3 image, no flip), so both paths must give the same picture
-    options = dict(scale=(1.0, 1.0), ratio=(4 / 3, 4 / 3), hflip=0.0, color_jitter=0.0) if is_training \
-        else dict(crop_pct=0.95)
-    timm_transform = create_transform((3, 40, 40), is_training=is_training, interpolation="bicubic", **options)
-    transform = ImageTransform(timm_transform)
-    image = photo_like()
-    fast, reference = transform(image), timm_transform(image)
-    assert fast.shape == reference.shape == (3, 40, 40) and fast.dtype == reference.dtype == torch.float32
-    assert (fast - reference).abs().mean() < 0.02  # ~1 grey level after normalisation by std ~0.225
-    assert (fast - reference).abs().max() < 0.15
-
-
-def test_model_input_normalises_uint8_batches_like_timms_transform():
-    image = photo_like((48, 48))
-    uint8 = build_transform(DATA_CONFIG, 48, False, normalize=False)(image)
-    assert uint8.dtype == torch.uint8
-    batch = model_input(torch.stack([uint8, uint8]), DATA_CONFIG["mean"], DATA_CONFIG["std"])
-    assert batch.is_contiguous(memory_format=torch.channels_last) and batch.dtype == torch.float32
-    torch.testing.assert_close(batch[1], build_transform(DATA_CONFIG, 48, False)(image), atol=1e-5, rtol=0)
-    assert model_input(batch, (0, 0, 0), (9, 9, 9)).equal(batch)  # float batches are already normalised
-
-
-def test_transforms_without_a_v2_twin_run_as_timm_built_them():
-    cfg = TrainConfig(auto_augment="rand-m9-mstd0.5", color_jitter=0.4)
-    transform = build_transform(DATA_CONFIG, 48, True, cfg)
-    assert transform.tensor is None
-    assert transform(photo_like()).shape == (3, 48, 48)
-    jittered = build_transform(DATA_CONFIG, 48, True, TrainConfig(color_jitter=0.4))
-    assert "ColorJitter" in repr(jittered.tensor)
-    assert "ColorJitter" not in repr(build_transform(DATA_CONFIG, 48, True, TrainConfig()).tensor)  # jitter 0
+from food101hf.data import load_splits
+from food101hf.errors import DatasetError
+from food101hf.transforms import build_transform, with_transform
 
 
 def test_local_folder_with_validation_split(image_folder):
@@ -145,16 +49,6 @@ def test_single_class_and_missing_folder_are_clear_errors(tmp_path):
         load_splits(TrainConfig(dataset=str(tmp_path / "one")))
     with pytest.raises(DatasetError, match="nope: no such folder .in .*, and not a Hub dataset id"):
         load_splits(TrainConfig(dataset=str(tmp_path / "nope")))
-
-
-def test_loaders_drop_the_last_partial_batch_in_training_only(image_folder):
-    cfg = TrainConfig(dataset=str(image_folder), batch_size=5, num_workers=0)
-    train, evaluation = build_loaders(load_splits(cfg), cfg, DATA_CONFIG, 32, seed=0)
-    assert [len(b["label"]) for b in train] == [5, 5, 5, 5]  # 24 images: the odd 4 are dropped
-    sizes = [len(b["label"]) for b in evaluation]
-    assert sizes == [5, 4]  # every eval image, once
-    batch = next(iter(train))
-    assert batch["pixel_values"].shape == (5, 3, 32, 32)
 
 
 def test_bad_files_are_named_and_skipped_and_odd_valid_images_are_kept(image_folder):

@@ -10,9 +10,11 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from conftest import plant_odd_images, write_image_folder
-from food101hf import decode as decoding
+from food101hf import images as decoding
 from food101hf.config import TrainConfig
-from food101hf.data import Splits, SeededAugmentation, build_loaders, build_transform, with_transform
+from food101hf.data import Splits
+from food101hf.loaders import SeededAugmentation, build_loaders
+from food101hf.transforms import build_transform, with_transform
 from food101hf.device_data import (DeviceBatchTransform, EncodedSamples, collate_encoded, crop_resize_flip,
                                    decode_batch, device_batches)
 
@@ -141,7 +143,7 @@ def test_colour_jitter_is_refused_on_the_device_path(tmp_path):
 def test_the_device_check_script_runs_end_to_end_on_the_cpu():
     from conftest import run_script
 
-    result = run_script("-m", "food101hf.device_check", "--device", "cpu", "--images", "32", "--batch-size", "8",
+    result = run_script("benchmarks/device_check.py", "--device", "cpu", "--images", "32", "--batch-size", "8",
                         "--image-size", "32", "--rounds", "1", "--num-workers", "1")
     assert result.returncode == 0, result.stderr
     for name in ("model-only", "GPU decode only", "GPU decode + augment", "GPU end-to-end", "CPU decode only",

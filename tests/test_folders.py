@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, export_model_folder, run_script, write_image_folder
+from conftest import export_model_folder, run_script, write_image_folder
 from food101hf.audit import audit_dataset
 from food101hf.config import TrainConfig
-from food101hf.data import DatasetError, load_splits
+from food101hf.data import load_splits
+from food101hf.errors import DatasetError
 from food101hf.folders import load_folder
 from food101hf.predict import expand
 
@@ -253,7 +254,7 @@ def test_resizing_an_extreme_aspect_image_takes_bounded_memory(tmp_path):
 import resource, sys
 from PIL import Image
 from food101hf.config import TrainConfig
-from food101hf.data import build_transform
+from food101hf.transforms import build_transform
 from food101hf.predict import Predictor
 config = dict(interpolation="bicubic", mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.875)
 transforms = [build_transform(config, 224, is_training, TrainConfig()) for is_training in (False, True)]

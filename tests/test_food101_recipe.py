@@ -16,9 +16,8 @@ from datasets import Image as ImageFeature
 from PIL import Image
 from safetensors.torch import load_file, save
 
-from conftest import run_script
+from conftest import FOOD101, run_script
 from hub_server import HubServer
-from test_report import FOOD101
 
 pytestmark = pytest.mark.slow
 

@@ -66,7 +66,7 @@ def test_unreachable_pretrained_weights_say_what_to_do(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
-    from food101hf.hub import HubError
+    from food101hf.errors import HubError
 
     with pytest.raises(HubError, match="--no-pretrained"):
         create_model(TrainConfig(), num_classes=3)

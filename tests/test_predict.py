@@ -11,7 +11,9 @@ from PIL import Image, ImageOps
 
 import food101hf
 from conftest import CLASSES, ROOT, export_model_folder, run_script
-from food101hf.predict import ImageError, Predictor, load_image, main
+from food101hf.errors import ImageError
+from food101hf.images import load_image
+from food101hf.predict import Predictor, main
 
 
 def scores(result: list[dict]) -> dict[str, float]:

@@ -124,7 +124,8 @@ def test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninter
     assert job.wait(timeout=180) == status, log.read_text()
     assert scontrol_calls(tmp_path) == ["requeue 4242"], log.read_text()
     stderr = log.read_text()
-    assert len(re.findall(r"stopped by SIG(TERM|USR1) after optimizer update", stderr)) == (2 if launcher == "torchrun" else 1)
+    stops = re.findall(r"stopped by SIG(TERM|USR1) after optimizer update", stderr)
+    assert len(stops) == (2 if launcher == "torchrun" else 1)
     tracebacks = stderr.count("Traceback (most recent call last)")  # torchrun's own, when it is signalled
     assert tracebacks == 0 if launcher == "python" else tracebacks == 1 and "SignalException" in stderr, stderr
     assert not (out / "model.safetensors").exists()

@@ -12,7 +12,9 @@ import yaml
 from huggingface_hub import snapshot_download
 
 from conftest import CLASSES, export_model_folder, write_image_folder
-from food101hf.hub import HubError, main, push_folder
+from food101hf.errors import HubError
+from food101hf.hub import main
+from food101hf.publish import push_folder
 from food101hf.predict import Predictor
 from food101hf.space import create_space
 from test_hub import TOKEN, hub  # noqa: F401  the Hub fixture
@@ -29,8 +31,11 @@ def pushed(hub, tmp_path):  # noqa: F811
 def test_space_holds_app_package_pinned_requirements_examples_and_card(hub, pushed):  # noqa: F811
     assert main(["space", str(pushed), "food/model-demo"]) == 0
     files = hub.files("spaces/food/model-demo")
-    assert {"README.md", "app.py", "requirements.txt", "food101hf/app.py", "food101hf/predict.py",
-            "food101hf/metrics/topk_accuracy.py"} <= set(files)
+    assert {"README.md", "app.py", "requirements.txt", "food101hf/__init__.py", "food101hf/app.py",
+            "food101hf/predict.py", "food101hf/images.py"} <= set(files)
+    # only what the app imports: nothing of training, publishing or the metric module ships to a Space
+    assert not {"food101hf/engine.py", "food101hf/checkpoint.py", "food101hf/publish.py", "food101hf/data.py",
+                "food101hf/metrics/topk_accuracy.py"} & set(files)
     assert sorted(p for p in files if p.startswith("examples/")) == sorted(f"examples/{c}.jpg" for c in CLASSES)
     assert not [p for p in files if p.endswith((".pyc", ".bin", ".pkl", ".safetensors"))]
     metadata = yaml.safe_load(files["README.md"].decode().split("---")[1])

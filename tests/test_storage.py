@@ -153,7 +153,7 @@ def test_staged_writes_keep_the_old_files_and_no_partial_one_on_a_full_disk(smal
 
 
 def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatch):
-    from food101hf import hub as hub_module
+    from food101hf import publish as hub_module
 
     folder = export_model_folder(tmp_path / "model", CLASSES)
     card = (folder / "README.md").read_text()

@@ -1,5 +1,7 @@
-"""food101hf.decode: TorchCodec for JPEGs, Pillow for the rest and for TorchCodec's rejects, same pixels, same
-errors."""
+"""food101hf.images: TorchCodec for JPEGs, Pillow for the rest and for TorchCodec's rejects, same pixels, same
+errors; every image mode as 8-bit RGB."""
+
+import io
 
 import numpy as np
 import pytest
@@ -8,9 +10,8 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from conftest import plant_bad_files, plant_odd_images, write_image_folder
-from food101hf import decode as decode_module
-from food101hf.data import to_rgb
-from food101hf.decode import decode, open_rgb, read_encoded, upright_size
+from food101hf import images as decode_module
+from food101hf.images import decode, open_rgb, read_encoded, to_rgb, upright_size
 
 pytestmark = pytest.mark.skipif(decode_module.decode_jpeg is None, reason="torchcodec is not installed")
 
@@ -88,10 +89,49 @@ def test_open_rgb_and_read_encoded(tmp_path):
 
 
 def test_decoded_tensors_get_the_same_bounded_aspect_ratio_as_pil_images():
-    from food101hf.data import bound_aspect_ratio
-    from food101hf.folders import MAX_ASPECT_RATIO
+    from food101hf.images import MAX_ASPECT_RATIO, bound_aspect_ratio
 
     for size in ((int(MAX_ASPECT_RATIO * 10) + 50, 10), (10, int(MAX_ASPECT_RATIO * 10) + 50), (30, 20)):
         image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
         expected = pil_to_tensor(bound_aspect_ratio(image))
         assert torch.equal(bound_aspect_ratio(pil_to_tensor(image)), expected), size
+
+
+def test_to_rgb_converts_every_mode_to_8bit_rgb():
+    for mode in ("L", "CMYK", "P", "RGBA", "LA", "I;16", "1"):
+        image = Image.new(mode, (7, 5))
+        converted = to_rgb(image)
+        assert converted.mode == "RGB" and converted.size == (7, 5), mode
+
+
+def test_an_upright_rgb_image_is_not_copied():
+    image = Image.new("RGB", (7, 5))
+    assert to_rgb(image) is image
+
+
+def test_transparency_is_composited_on_white():
+    rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))  # fully transparent red
+    assert to_rgb(rgba).getpixel((0, 0)) == (255, 255, 255)
+    half = Image.new("RGBA", (4, 4), (0, 0, 0, 128))
+    assert to_rgb(half).getpixel((0, 0))[0] == pytest.approx(127, abs=2)
+    palette = Image.new("P", (4, 4), 0)
+    palette.info["transparency"] = 0
+    assert to_rgb(palette).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_16bit_greyscale_is_scaled_not_clipped():
+    image = Image.fromarray(np.array([[0, 32768, 65535]], dtype=np.uint16))
+    assert [to_rgb(image).getpixel((x, 0))[0] for x in range(3)] == [0, 127, 255]
+
+
+def test_exif_orientation_is_applied():
+    image = Image.new("RGB", (20, 10))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif)
+    assert to_rgb(Image.open(buffer)).size == (10, 20)
+
+
+def test_cmyk_white_stays_white():
+    assert to_rgb(Image.new("CMYK", (2, 2), (0, 0, 0, 0))).getpixel((0, 0)) == (255, 255, 255)

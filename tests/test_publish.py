@@ -16,7 +16,9 @@ from transformers.utils import hub as transformers_hub
 
 from conftest import CLASSES, export_model_folder, run_script
 from loaders import food101hf_scores, timm_scores, top1, transformers_auto_scores, transformers_pipeline_scores
-from food101hf.hub import HubError, main, push_folder
+from food101hf.errors import HubError
+from food101hf.hub import main
+from food101hf.publish import push_folder
 from food101hf.model import load_trained
 from food101hf.predict import Predictor
 from hub_server import HubServer

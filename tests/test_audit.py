@@ -1,0 +1,37 @@
+"""The dataset audit (food101hf.audit): planted duplicates, bad files and ignored files are counted and named."""
+
+from collections import Counter
+
+from datasets import ClassLabel, Dataset, DatasetDict, Features
+from datasets import Image as ImageFeature
+
+from conftest import plant_audit_folder, write_image_folder
+from food101hf.audit import audit, folder_items, hub_items
+from food101hf.folders import list_folder
+
+
+def test_audit_counts_planted_duplicates_and_bad_files(tmp_path):
+    bad = plant_audit_folder(tmp_path / "d")
+    other = Counter()
+    result = audit(folder_items(list_folder(tmp_path / "d"), other), other)
+    train, validation = result["splits"]["train"], result["splits"]["validation"]
+    assert (train["images"], train["unreadable"], train["other_files"]) == (8 + len(bad), len(bad), 1)
+    assert train["modes"] == {"RGB": 7, "L": 1} and train["most_common_sizes"]["30x20"] == 7
+    assert train["longer_side"] == [12, 30] and train["classes"] == 2 and train["duplicates"] == 1
+    assert (validation["images"], validation["unreadable"], validation["duplicates"]) == (5, 0, 0)
+    assert result["duplicate_groups"] == 2
+    assert result["duplicates_across_splits"] == 1 and result["duplicates_across_labels"] == 1
+    assert sorted(u["file"] for u in result["unreadable_files"]) == sorted(bad)
+    assert ["train/a/2.jpg", "validation/a/leak.jpg"] in result["duplicate_files"]
+
+
+def test_audit_of_a_hub_style_dataset_reads_undecoded_bytes(tmp_path):
+    write_image_folder(tmp_path / "i", ["a"], per_class=2)
+    good = [(tmp_path / "i" / "a" / f"{i}.jpg").read_bytes() for i in range(2)]
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["x", "y"])})
+    rows = {"image": [{"bytes": b, "path": None} for b in (good[0], good[1], good[0], b"junk")],
+            "label": [0, 1, 1, 0]}
+    splits = DatasetDict(train=Dataset.from_dict(rows, features=features))
+    result = audit(hub_items(splits, "image", "label"))
+    assert result["splits"]["train"]["unreadable"] == 1 and result["splits"]["train"]["modes"] == {"RGB": 3}
+    assert result["duplicate_groups"] == 1 and result["duplicates_across_labels"] == 1

@@ -1,0 +1,39 @@
+"""The error analysis's pictures (food101hf.plots): readable at 101 classes, captions that fit."""
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from PIL import Image
+
+from conftest import FOOD101
+from food101hf.analysis import confusion_matrix
+from food101hf.plots import caption, mistakes_figure, plot_confusion
+
+
+def test_confusion_matrix_of_101_classes_is_large_enough_to_read(tmp_path):
+    names = [f"class_name_{i:03d}" for i in range(101)]
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(101), 5)
+    predictions = np.where(rng.random(505) < 0.7, labels, rng.integers(0, 101, 505))
+    size = plot_confusion(confusion_matrix(labels, predictions, 101), names, tmp_path / "cm.png", "t")
+    assert Image.open(tmp_path / "cm.png").size == size and min(size) >= 1000
+
+
+def test_confident_mistakes_captions_fit_their_tiles_with_food101s_longest_names():
+    assert len(FOOD101) == 101 and FOOD101[16:18] == ["cheesecake", "cheese_plate"]  # the Hub's order
+    longest = sorted(FOOD101, key=len, reverse=True)[:24]
+    pairs = [("lobster_roll_sandwich", "strawberry_shortcake")] + list(zip(longest, reversed(longest)))[:23]
+    images = [Image.new("RGB", (400, 300), (200, 120, 60)) for _ in pairs]
+    fig = mistakes_figure(images, [caption(t, p, 0.97) for t, p in pairs], "24 mistakes")
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    width, height = fig.get_size_inches() * fig.dpi
+    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title(loc="left")]
+    tiles = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_title(loc="left")]
+    assert len(boxes) == 24
+    for i, box in enumerate(boxes):
+        assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, "caption outside the picture"
+        assert box.x1 <= tiles[i].x0 + 250, "caption wider than its tile"
+        assert not any(box.overlaps(other) for other in boxes[i + 1:]), "captions overlap"
+        assert not any(box.overlaps(tile) for j, tile in enumerate(tiles) if j != i), "caption over another image"
+    assert caption("lobster_roll_sandwich", "strawberry_shortcake", 0.97) == (
+        "true: lobster roll sandwich\npredicted: strawberry\nshortcake (97%)")
