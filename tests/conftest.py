@@ -1,12 +1,15 @@
-"""Shared fixtures: tiny generated image folders and a runner for the real scripts. Nothing touches the network."""
+"""Shared fixtures: tiny generated image folders, a runner for the real scripts and the train.py runs the session
+shares (`trained`), a stand-in Hub, CPU Accelerators. Nothing touches the network."""
 
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,19 @@ def write_image_folder(root: Path, classes: list[str], per_class: int, size=(40,
 
 
 CLASSES = ["beignets", "crème brûlée", "fish and chips"]  # spaces and non-ASCII on purpose
+# train.py's smallest run, as most end-to-end tests start it: random weights (nothing to download), 32 px, batch 4
+# (the image_folder's 24 training images: 6 updates an epoch), half an epoch of warmup. Each test adds what it
+# varies (--epochs, --num-workers, --freeze, checkpoints) explicitly.
+TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5"]
+# The run the session shares (trained(*FROM_SCRATCH)) among the tests that only read a run's folder or log: every
+# layer trained from scratch for 2 epochs, no loader workers
+FROM_SCRATCH = [*TINY, "--freeze", "none", "--epochs", "2", "--num-workers", "0"]
+# A run to stop or kill mid-epoch and resume (test_preemption, test_reliability, test_requeue: trained(*CHECKPOINTED)
+# is the uninterrupted run they compare with): 2 epochs of 6 updates, a loader worker (which a signal to the process
+# group reaches too), a checkpoint every 2 updates (so the first one falls mid-epoch), all kept
+CHECKPOINTED = [*TINY, "--epochs", "2", "--num-workers", "1", "--checkpoint-every", "2", "--keep-checkpoints", "5"]
+# polish.py's smallest: batch 4 in-process, BatchNorm re-estimated on 2 batches
+TINY_POLISH = ["--batch-size", "4", "--num-workers", "0", "--bn-batches", "2"]
 FOOD101 = (Path(__file__).parent / "data" / "food101_classes.txt").read_text().split()
 # resnet18.a1_in1k's pretrained_cfg (timm's resolve_model_data_config), for transforms built without a model
 DATA_CONFIG = {"interpolation": "bicubic", "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
@@ -47,6 +63,50 @@ def image_folder(tmp_path) -> Path:
     write_image_folder(tmp_path / "food" / "train", CLASSES, per_class=8)
     write_image_folder(tmp_path / "food" / "validation", CLASSES, per_class=3, seed=1)
     return tmp_path / "food"
+
+
+@pytest.fixture(scope="session")
+def food(tmp_path_factory) -> Path:
+    """An image folder like image_folder's (24 training and 9 validation images, 3 classes), for the session's
+    trained runs: read only."""
+    root = tmp_path_factory.mktemp("food")
+    write_image_folder(root / "train", CLASSES, per_class=8)
+    write_image_folder(root / "validation", CLASSES, per_class=3, seed=1)
+    return root
+
+
+@dataclass
+class Run:
+    """A train.py run that finished: its command (`train.py --dataset ... FLAGS`, without --output-dir), its output
+    folder and its process (stdout, stderr)."""
+
+    args: list[str]
+    out: Path
+    result: subprocess.CompletedProcess
+
+    @property
+    def dataset(self) -> Path:
+        return Path(self.args[self.args.index("--dataset") + 1])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, food):
+    """trained(*flags, launcher=()) -> Run of `train.py --dataset FOOD *flags`, started by launcher (python's
+    arguments before the script: torch.distributed.run's), run to its end once a session for each command: for
+    the tests that read what a run wrote, or stop, kill or resume the same command and compare. A test that
+    changes a run's folders works on a copy."""
+    runs = {}
+
+    def train(*flags: str, launcher: tuple[str, ...] = ()) -> Run:
+        if (launcher, flags) not in runs:
+            args = ["train.py", "--dataset", str(food), *flags]
+            out = tmp_path_factory.mktemp("trained") / "run"
+            result = run_script(*launcher, *args, "--output-dir", str(out), timeout=600)
+            assert result.returncode == 0, result.stderr
+            runs[launcher, flags] = Run(args, out, result)
+        return runs[launcher, flags]
+
+    return train
 
 
 def run_script(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -74,6 +134,91 @@ def wait_for(path: Path, process: subprocess.Popen, timeout: float = 240) -> Non
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def comparable(metrics: dict) -> dict:
+    """A metrics.json without its timings, which differ between two runs that compute the same."""
+    return {k: v for k, v in metrics.items() if k not in ("train_images_per_second", "train_seconds")}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 300) -> bool:
+    """Wait until something accepts connections on 127.0.0.1:port; False if the process ended or time ran out. A
+    Gradio server (gradio, torch, a model) starts in seconds on a quiet machine, in minutes on a busy 2-core one:
+    `python -m food101hf.app` took 132 s there just to refuse a missing model."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+@pytest.fixture
+def make_accelerator():
+    """Accelerator(cpu=True, **kwargs) of a test's own: Accelerate's state is a process-wide singleton, reset
+    before and after."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+    yield lambda **kwargs: Accelerator(cpu=True, **kwargs)
+    AcceleratorState._reset_state(True)
+
+
+@pytest.fixture
+def accelerator(make_accelerator):
+    """A plain CPU Accelerator."""
+    return make_accelerator()
+
+
+@pytest.fixture
+def checkpointable(accelerator):
+    """(accelerator, model): a CPU Accelerator with a Linear(3, 2) and its SGD optimizer prepared, so that
+    save_checkpoint and load_checkpoint have weights and optimizer state to write and restore."""
+    import torch
+
+    model = torch.nn.Linear(3, 2)
+    model, _ = accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    return accelerator, model
+
+
+# --- a stand-in Hub (tests/hub_server.py) that the in-process huggingface_hub client talks to ---------------------
+
+HUB_TOKEN = "hf_test_0123456789abcdef"
+
+
+def point_client_at(monkeypatch, url: str) -> None:
+    """huggingface_hub read HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_DISABLE_XET at import: patch where it keeps them
+    (the constants, the URL template, and the module-level HfApi behind create_repo/upload_folder/...)."""
+    from huggingface_hub import constants, hf_api
+    from transformers.utils import hub as transformers_hub
+
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(hf_api.api, "endpoint", url)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers keeps an HfApi made at its first use
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # plain LFS uploads and HTTP downloads
+    monkeypatch.setenv("HF_TOKEN", HUB_TOKEN)
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """tests/hub_server.py on 127.0.0.1, this process's huggingface_hub pointed at it with HUB_TOKEN."""
+    from hub_server import HubServer
+
+    with HubServer(token=HUB_TOKEN) as server:
+        point_client_at(monkeypatch, server.url)
+        yield server
 
 
 def plant_bad_files(folder: Path) -> list[str]:

@@ -8,18 +8,16 @@ outputs/browser-tests/.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, ROOT, export_model_folder, run_script, write_image_folder
+from conftest import CLASSES, ROOT, export_model_folder, free_port, run_script, wait_for_port, write_image_folder
 from food101hf.app import build_demo, classify, main, model_summary
 from food101hf.errors import ModelNotFoundError
 from food101hf.outputs import example_images
@@ -110,27 +108,14 @@ def test_an_unloadable_model_is_one_line_and_exit_2(tmp_path):
 
 # --- the real page in Chromium ------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url(served):
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     process = subprocess.Popen([sys.executable, "-m", "food101hf.app", "--model", str(served), "--server-name",
                                 "127.0.0.1", "--server-port", str(port)], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
+    if not wait_for_port(port, process):
         process.kill()
         pytest.fail(f"the app did not start: {process.stdout.read()}")
     yield f"http://127.0.0.1:{port}"

@@ -3,8 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 from PIL import Image
@@ -109,12 +107,11 @@ def test_crop_resize_flip_crops_each_image_its_own_box():
     assert torch.allclose(flipped[0], ramp.flip(-1).float())
 
 
-def test_the_batch_ahead_keeps_accelerates_end_of_loader_mark_and_update_count(tmp_path):
+def test_the_batch_ahead_keeps_accelerates_end_of_loader_mark_and_update_count(tmp_path, make_accelerator):
     paths = smooth_jpegs(tmp_path, count=10)
     encoded = EncodedSamples(dataset_of(paths).cast_column("image", ImageFeature(decode=False)), "image", "label",
                              None, 0.0, 16, 1.0)
-    AcceleratorState._reset_state(True)
-    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=4)
+    accelerator = make_accelerator(gradient_accumulation_steps=4)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = torch.utils.data.DataLoader(encoded, batch_size=1, collate_fn=collate_encoded)

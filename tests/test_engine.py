@@ -1,20 +1,11 @@
 import evaluate
 import pytest
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 
 from food101hf.config import TrainConfig
 from food101hf.engine import (create_mixup, create_scheduler, evaluate_model, resolve_mixed_precision,
                               train_criterion, updates_per_epoch)
 from food101hf.metrics import TOPK_ACCURACY
-
-
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(True)
-    yield Accelerator(cpu=True)
-    AcceleratorState._reset_state(True)
 
 
 def test_mixup_targets_are_smoothed_distributions_over_all_classes():
@@ -67,9 +58,8 @@ def test_updates_per_epoch_counts_the_partial_accumulation_window():
     assert updates_per_epoch(12, 4) == 3
 
 
-def test_accelerate_updates_once_per_window_and_at_the_end_of_the_loader():
-    AcceleratorState._reset_state(True)
-    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=4)
+def test_accelerate_updates_once_per_window_and_at_the_end_of_the_loader(make_accelerator):
+    accelerator = make_accelerator(gradient_accumulation_steps=4)
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     loader = torch.utils.data.DataLoader(torch.randn(10, 2), batch_size=1)

@@ -292,6 +292,8 @@ def test_train_audit_and_predict_agree_on_a_messy_folder(tmp_path):
     assert (metrics["eval_split"], metrics["num_eval_samples"], metrics["skipped_files"]) == ("test", 6, 0)
     assert "14 train / 6 eval images" in result.stderr
     assert "Training/cover.jpg" in result.stderr and "Training/metadata.csv" in result.stderr
+    # --no-report: no error analysis, in the folder or on the card
+    assert not (out / "report").exists() and "Error analysis" not in (out / "README.md").read_text()
 
     result = run_script("-m", "food101hf.report", "--audit", "--dataset", str(root), "--output-dir",
                         str(tmp_path / "audit"))

@@ -6,17 +6,15 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import CLASSES, export_model_folder, run_script, write_image_folder
+from conftest import CLASSES, TINY_POLISH, export_model_folder, run_script, write_image_folder
 
 pytestmark = pytest.mark.slow
-
-TINY = ["--batch-size", "4", "--num-workers", "0", "--bn-batches", "2"]
 
 
 def test_epochs_0_reestimates_batchnorm_and_only_evaluates_at_the_new_size(image_folder, tmp_path):
     init = export_model_folder(tmp_path / "run", sorted(CLASSES), image_size=32, dataset=str(image_folder))
     out = tmp_path / "polished"
-    result = run_script("polish.py", "--init", str(init), "--image-size", "48", "--epochs", "0", *TINY,
+    result = run_script("polish.py", "--init", str(init), "--image-size", "48", "--epochs", "0", *TINY_POLISH,
                         "--output-dir", str(out))
     assert result.returncode == 0, result.stderr
     assert "re-estimated at 48 px on 8 training images" in result.stderr
@@ -30,7 +28,10 @@ def test_epochs_0_reestimates_batchnorm_and_only_evaluates_at_the_new_size(image
     assert metrics["before_polish"] == {key: metrics[key] for key in ("top1", "top5", "eval_loss")}
     pretrained_cfg = json.loads((out / "config.json").read_text())["pretrained_cfg"]
     assert pretrained_cfg["input_size"] == pretrained_cfg["test_input_size"] == [3, 48, 48]
-    assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"] == str(image_folder)  # from init
+    # the recorded local folder, from init's train_config.yaml (polish.py runs from the repo root, not from where
+    # the folder is), never a Hub id, nor declared a Hub dataset on the card
+    assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"] == str(image_folder)
+    assert "datasets:" not in (out / "README.md").read_text()
 
     before, after = load_file(init / "model.safetensors"), load_file(out / "model.safetensors")
     assert before.keys() == after.keys()
@@ -44,7 +45,7 @@ def test_a_dataset_with_other_classes_is_refused(image_folder, tmp_path):
     init = export_model_folder(tmp_path / "run", sorted(CLASSES), dataset=str(image_folder))
     other = write_image_folder(tmp_path / "other" / "train", ["pho", "ramen", "udon"], per_class=4).parent
     write_image_folder(other / "validation", ["pho", "ramen", "udon"], per_class=1)
-    result = run_script("polish.py", "--init", str(init), "--dataset", str(other), "--epochs", "0", *TINY,
+    result = run_script("polish.py", "--init", str(init), "--dataset", str(other), "--epochs", "0", *TINY_POLISH,
                         "--output-dir", str(tmp_path / "x"), timeout=120)
     assert result.returncode == 2
     assert "has other classes (3: pho, ramen, udon) than" in result.stderr
@@ -55,7 +56,7 @@ def test_a_dataset_with_other_classes_is_refused(image_folder, tmp_path):
 def test_a_polish_checkpoints_and_resumes_like_train(image_folder, tmp_path):
     init = export_model_folder(tmp_path / "run", sorted(CLASSES), image_size=32, dataset=str(image_folder))
     out = tmp_path / "polished"
-    args = ["polish.py", "--init", str(init), "--image-size", "48", "--epochs", "1", *TINY, "--no-report",
+    args = ["polish.py", "--init", str(init), "--image-size", "48", "--epochs", "1", *TINY_POLISH, "--no-report",
             "--output-dir", str(out)]
     first = run_script(*args)
     assert first.returncode == 0, first.stderr

@@ -11,28 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 
-from conftest import CLASSES, digest, run_script, start_script, wait_for, write_image_folder
+from conftest import CHECKPOINTED, comparable, digest, run_script, start_script, wait_for
 from food101hf.checkpoint import (LATEST, Progress, checkpoint_root, complete_checkpoints, run_signature,
                                   save_checkpoint)
 from food101hf.config import TrainConfig
 from food101hf.preemption import PREEMPTED_EXIT, SaveAborted, StopOnSignal
 
-TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5"]
 SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1, {"train": {"images": 8, "fingerprint": "t"}})
-
-
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(True)
-    accelerator = Accelerator(cpu=True)
-    model, optimizer = accelerator.prepare(torch.nn.Linear(3, 2), torch.optim.SGD([torch.nn.Parameter(
-        torch.zeros(1))], lr=0.1))
-    yield accelerator
-    AcceleratorState._reset_state(True)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
@@ -58,7 +44,8 @@ def test_a_repeated_signal_is_ignored_until_a_checkpoint_is_written_then_exits_w
     assert aborted.value.code == 128 + signal.SIGTERM
 
 
-def test_a_second_signal_while_saving_leaves_the_previous_checkpoint_intact(accelerator, tmp_path, monkeypatch):
+def test_a_second_signal_while_saving_leaves_the_previous_checkpoint_intact(checkpointable, tmp_path, monkeypatch):
+    accelerator, _ = checkpointable
     first = save_checkpoint(accelerator, tmp_path, Progress(SIGNATURE, num_updates=3), keep=2)
     real_save_state = accelerator.save_state
 
@@ -102,29 +89,12 @@ def test_dataloader_workers_leave_stop_signals_to_the_main_process_but_obey_its_
     assert out.strip() == "28" and main.returncode == 0
 
 
-
-def comparable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k not in ("train_images_per_second", "train_seconds")}  # timings
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    """(args, output folder) of a run nothing stopped. 24 images / batch 4 = 6 updates an epoch."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-    write_image_folder(root / "food" / "train", CLASSES, per_class=8)
-    write_image_folder(root / "food" / "validation", CLASSES, per_class=3, seed=1)
-    args = ["train.py", "--dataset", str(root / "food"), *TINY, "--epochs", "2", "--num-workers", "1",
-            "--checkpoint-every", "2", "--keep-checkpoints", "5"]
-    result = run_script(*args, "--output-dir", str(root / "whole"))
-    assert result.returncode == 0, result.stderr
-    return args, root / "whole"
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise_identically(
-        uninterrupted, tmp_path, signum):
-    args, whole = uninterrupted  # the signal follows the first periodic checkpoint (update 2)
+        trained, tmp_path, signum):
+    uninterrupted = trained(*CHECKPOINTED)  # the same command run to its end, once a session
+    args, whole = uninterrupted.args, uninterrupted.out  # the signal follows the first periodic checkpoint (update 2)
 
     out, log = tmp_path / "stopped", tmp_path / "stopped.log"
     process = start_script([sys.executable, *args, "--output-dir", str(out)], log)
@@ -145,6 +115,9 @@ def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise
     assert 0 < progress["batches_done"] < 6, "the signal was meant to land mid-epoch"
     assert (checkpoint_root(out) / LATEST).read_text() == path.name
     assert not (out / "model.safetensors").exists()
+    if signum == signal.SIGUSR1:
+        return  # resumed after the same signal to the main process, from the same command's stop checkpoint, by
+        # test_requeue's test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically[python]
 
     resumed = run_script(*args, "--output-dir", str(out), "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr

@@ -1,4 +1,5 @@
-"""Push and pull through the real huggingface_hub client against tests/hub_server.py on 127.0.0.1."""
+"""Push and pull through the real huggingface_hub client against tests/hub_server.py on 127.0.0.1 (the `hub`
+fixture, in conftest.py)."""
 
 import json
 import urllib.error
@@ -10,42 +11,20 @@ import pytest
 import timm
 import torch
 import yaml
-from huggingface_hub import ModelCard, constants, hf_api, upload_file
+from huggingface_hub import ModelCard, constants, upload_file
 from PIL import Image
-from transformers.utils import hub as transformers_hub
 
-from conftest import CLASSES, export_model_folder, run_script
+from conftest import CLASSES, HUB_TOKEN, TINY, TINY_POLISH, export_model_folder, point_client_at, run_script
 from loaders import food101hf_scores, timm_scores, top1, transformers_auto_scores, transformers_pipeline_scores
 from food101hf.errors import HubError
 from food101hf.hub import main
 from food101hf.publish import push_folder
 from food101hf.model import load_trained
 from food101hf.predict import Predictor
-from hub_server import HubServer
 
-TOKEN = "hf_test_0123456789abcdef"
 PUSHED = {".gitattributes", "README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"}
 REPORT = {"metrics.json", "per_class.csv", "confused_pairs.csv", "confusion_matrix.png", "confident_mistakes.png",
           "report.md", "card.md"}  # train.py's and polish.py's error analysis, shown by the model card
-
-
-def point_client_at(monkeypatch, url: str) -> None:
-    """huggingface_hub read HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_DISABLE_XET at import: patch where it keeps them
-    (the constants, the URL template, and the module-level HfApi behind create_repo/upload_folder/...)."""
-    monkeypatch.setattr(constants, "ENDPOINT", url)
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(hf_api.api, "endpoint", url)
-    monkeypatch.setattr(transformers_hub, "_hf_api", None)  # transformers keeps an HfApi made at its first use
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)  # plain LFS uploads and HTTP downloads
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    with HubServer(token=TOKEN) as server:
-        point_client_at(monkeypatch, server.url)
-        yield server
 
 
 @pytest.fixture
@@ -67,7 +46,7 @@ def test_push_uploads_safetensors_config_card_and_recipe_only(hub, model_dir):
     files = hub.files("food/resnet18-demo")
     assert set(files) == PUSHED
     assert files["model.safetensors"] == (model_dir / "model.safetensors").read_bytes()
-    assert all(TOKEN.encode() not in content for content in files.values())
+    assert all(HUB_TOKEN.encode() not in content for content in files.values())
     assert all(authorised for method, path, authorised in hub.requests
                if method == "POST" and path != "/api/validate-yaml")
     config = json.loads(files["config.json"])
@@ -230,16 +209,13 @@ def assert_every_loader_agrees(folder: Path, repo: str, photos: list[str]) -> No
         assert [top1(scores)[i] for i in clear] == [top1(expected)[i] for i in clear]  # and so the same top-1
 
 
-TINY = ["--no-pretrained", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
-        "--warmup-epochs", "0.5", "--freeze", "none"]
-
-
 @pytest.mark.slow
 def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypatch):
-    env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": TOKEN}
+    env = {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": HUB_TOKEN}
     out = tmp_path / "run"
-    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--output-dir", str(out),
-                        "--push-to-hub", "food/tiny", "--hub-commit-message", "Tiny run", env=env)
+    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--epochs", "1", "--num-workers", "0",
+                        "--freeze", "none", "--output-dir", str(out), "--push-to-hub", "food/tiny",
+                        "--hub-commit-message", "Tiny run", env=env)
     assert result.returncode == 0, result.stderr
     assert f"pushed to {hub.url}/food/tiny/commit/" in result.stderr
     assert set(hub.files("food/tiny")) == PUSHED | {f"report/{name}" for name in REPORT}
@@ -252,9 +228,8 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
 
     # polish the pulled model at 48 px; the dataset defaults to the one it was trained on
     polished = tmp_path / "polished"
-    result = run_script("polish.py", "--init", "food/tiny", "--image-size", "48", "--epochs", "1",
-                        "--batch-size", "4", "--num-workers", "0", "--bn-batches", "2", "--output-dir",
-                        str(polished), "--push-to-hub", "food/tiny-48", env=env)
+    result = run_script("polish.py", "--init", "food/tiny", "--image-size", "48", "--epochs", "1", *TINY_POLISH,
+                        "--output-dir", str(polished), "--push-to-hub", "food/tiny-48", env=env)
     assert result.returncode == 0, result.stderr
     assert set(hub.files("food/tiny-48")) == PUSHED | {"base_config.yaml"} | {f"report/{name}" for name in REPORT}
     served = Predictor("food/tiny-48")

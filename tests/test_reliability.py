@@ -1,67 +1,38 @@
 """A run killed mid-epoch resumes bitwise identically; bad files never crash a run; two CPU processes count every
 image once; nothing leaks the Hub token; the Hub failing is said at once. End-to-end, so marked slow."""
 
-import hashlib
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import ROOT, plant_bad_files, plant_odd_images, run_script
+from conftest import (CHECKPOINTED, ROOT, TINY, comparable, digest, plant_bad_files, plant_odd_images, run_script,
+                      start_script, wait_for)
+from food101hf.checkpoint import LATEST, checkpoint_root
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5"]
 FAKE_TOKEN = "hf_fakeTokenThatMustNeverBeWritten"
 
 
-def digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def comparable(metrics):
-    return {k: v for k, v in metrics.items() if k not in ("train_images_per_second", "train_seconds")}  # timings
-
-
 @pytest.mark.parametrize("data_path", [[], ["--decode-on-device"]], ids=["cpu-workers", "decode-on-device"])
-def test_a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights_and_metrics(data_path, image_folder, tmp_path):
-    # 24 images / batch 4 = 6 updates an epoch; a checkpoint every 4 updates falls mid-epoch
-    args = ["train.py", "--dataset", str(image_folder), *TINY, "--epochs", "2", "--num-workers", "1",
-            "--checkpoint-every", "4", *data_path]
-    assert run_script(*args, "--output-dir", str(tmp_path / "whole")).returncode == 0
-
+def test_a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights_and_metrics(data_path, trained, tmp_path):
+    # 24 images / batch 4 = 6 updates an epoch; the first checkpoint (update 2) falls mid-epoch
+    whole = trained(*CHECKPOINTED, *data_path)  # the same command run to its end, once a session
     killed = tmp_path / "killed"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen([sys.executable, *args, "--output-dir", str(killed)], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "killed-checkpoints" / "latest"
-    deadline = time.monotonic() + 240
-    while not latest.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
+    process = start_script([sys.executable, *whole.args, "--output-dir", str(killed)], tmp_path / "killed.log")
+    wait_for(checkpoint_root(killed) / LATEST, process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
 
-    resumed = run_script(*args, "--output-dir", str(killed), "--resume", "auto")
+    resumed = run_script(*whole.args, "--output-dir", str(killed), "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from" in resumed.stderr and "epoch 1, batch 4, update 4" in resumed.stderr
-    assert digest(killed / "model.safetensors") == digest(tmp_path / "whole" / "model.safetensors")
+    assert "resumed from" in resumed.stderr and "epoch 1, batch 2, update 2" in resumed.stderr
+    assert digest(killed / "model.safetensors") == digest(whole.out / "model.safetensors")
     assert comparable(json.loads((killed / "metrics.json").read_text())) == \
-        comparable(json.loads((tmp_path / "whole" / "metrics.json").read_text()))
-
-
-def test_resume_refuses_a_checkpoint_of_another_run(image_folder, tmp_path):
-    out = tmp_path / "run"
-    assert run_script("train.py", "--dataset", str(image_folder), *TINY, "--epochs", "1", "--num-workers", "0",
-                      "--output-dir", str(out)).returncode == 0
-    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--epochs", "1", "--num-workers", "0",
-                        "--image-size", "48", "--output-dir", str(out), "--resume", "auto")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "image_size: checkpoint 32, now 48" in result.stderr
+        comparable(json.loads((whole.out / "metrics.json").read_text()))
 
 
 def test_bad_files_are_skipped_counted_and_every_valid_image_is_evaluated(image_folder, tmp_path):

@@ -5,24 +5,15 @@ import re
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
 from PIL import Image
 
-from conftest import CLASSES, plant_audit_folder, run_script, weighted_accuracy, write_image_folder
+from conftest import CLASSES, FROM_SCRATCH, plant_audit_folder, run_script, weighted_accuracy, write_image_folder
 from food101hf.transforms import build_transform, with_transform
 from food101hf.report import write_report
 
 DATA_CONFIG = {"interpolation": "bilinear", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "crop_pct": 1.0}
-
-
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(True)
-    yield Accelerator(cpu=True)
-    AcceleratorState._reset_state(True)
 
 
 class MeanColour(torch.nn.Module):
@@ -85,15 +76,12 @@ def test_report_files_pictures_and_card_section(accelerator, tmp_path):
 
 
 @pytest.mark.slow
-def test_report_and_audit_commands_on_a_trained_model(image_folder, tmp_path):
-    model = tmp_path / "run"
-    assert run_script("train.py", "--dataset", str(image_folder), "--no-pretrained", "--freeze", "none",
-                      "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--num-workers", "0",
-                      "--no-report", "--output-dir", str(model)).returncode == 0
-    assert not (model / "report").exists() and "Error analysis" not in (model / "README.md").read_text()
+def test_report_and_audit_commands_on_a_trained_model(trained, tmp_path):
+    run = trained(*FROM_SCRATCH)  # the session's shared run: read only (the report is written to its own folder)
+    model, image_folder = run.out, str(run.dataset)
 
     out = tmp_path / "r"
-    result = run_script("-m", "food101hf.report", "--model", str(model), "--dataset", str(image_folder),
+    result = run_script("-m", "food101hf.report", "--model", str(model), "--dataset", image_folder,
                         "--split", "validation", "--image-size", "48", "--num-workers", "0", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr
     assert "report: 100%" in result.stderr  # the progress bar
@@ -101,7 +89,7 @@ def test_report_and_audit_commands_on_a_trained_model(image_folder, tmp_path):
     assert metrics["image_size"] == 48 and metrics["num_eval_samples"] == 9 and metrics["tta"] is False
     assert (out / "confusion_matrix.png").stat().st_size > 0
 
-    result = run_script("-m", "food101hf.report", "--model", str(model), "--dataset", str(image_folder),
+    result = run_script("-m", "food101hf.report", "--model", str(model), "--dataset", image_folder,
                         "--split", "tset", "--output-dir", str(out))
     assert result.returncode == 2 and "no split 'tset'" in result.stderr and "Traceback" not in result.stderr
 

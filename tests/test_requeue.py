@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CLASSES, ROOT, digest, run_script, start_script, wait_for, write_image_folder
+from conftest import CHECKPOINTED, ROOT, TINY, digest, start_script, wait_for
 from food101hf.checkpoint import LATEST, checkpoint_root
 
-TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5", "--epochs", "3",
-        "--num-workers", "0", "--checkpoint-every", "1"]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+# the tiny run each launcher starts: one process, the run test_preemption.py and test_reliability.py stop and kill
+# too (2 epochs of 6 updates); two processes (24 images / (4 x 2) = 3 updates an epoch), a checkpoint every update
+FLAGS = {"python": CHECKPOINTED,
+         "torchrun": [*TINY, "--epochs", "3", "--num-workers", "0", "--checkpoint-every", "1"]}
 RECIPE = "train.py --config configs/food101.yaml --resume auto"
 SLURM = {"python": ROOT / "scripts" / "slurm" / "train-1gpu.sbatch",
          "torchrun": ROOT / "scripts" / "slurm" / "train-multi-gpu.sbatch"}
@@ -62,19 +64,12 @@ def test_the_resume_page_links_every_cluster_file():
         assert f"(../{path.relative_to(ROOT)})" in page, path
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict[str, Path]:
-    """The dataset and the output folders of runs nothing stopped, one and two processes."""
-    root = tmp_path_factory.mktemp("uninterrupted")
-    write_image_folder(root / "food" / "train", CLASSES, per_class=8)
-    write_image_folder(root / "food" / "validation", CLASSES, per_class=3, seed=1)
-    common = ["train.py", "--dataset", str(root / "food"), *TINY]
-    runs = {"dataset": root / "food"}
-    for name, launcher in (("python", [sys.executable]), ("torchrun", TORCHRUN)):
-        runs[name] = root / name
-        keep = ["--keep-checkpoints", "9"] if name == "torchrun" else []  # all 9 updates': the periodic checkpoints
-        result = run_script(*launcher[1:], *common, *keep, "--output-dir", str(root / name), timeout=600)
-        assert result.returncode == 0, result.stderr
+@pytest.fixture
+def uninterrupted(trained, food) -> dict[str, Path]:
+    """The dataset and the output folders of runs nothing stopped, one and two processes (trained once a session)."""
+    runs = {"dataset": food, "python": trained(*FLAGS["python"]).out}
+    # all 9 updates' checkpoints kept: the periodic checkpoints a stopped run's is compared with
+    runs["torchrun"] = trained(*FLAGS["torchrun"], "--keep-checkpoints", "9", launcher=tuple(TORCHRUN[1:])).out
     return runs
 
 
@@ -85,11 +80,11 @@ def slurm_script(launcher: str) -> str:
     return script
 
 
-def as_tiny_run(script: str, dataset: Path, out: Path) -> str:
+def as_tiny_run(script: str, launcher: str, dataset: Path, out: Path) -> str:
     """The script with the recipe's launcher and run swapped for this interpreter and the tiny run into out."""
     script = script.replace("\npython train.py", f"\n{sys.executable} train.py")
     script = script.replace("\ntorchrun --nproc_per_node 4", "\n" + " ".join(TORCHRUN))
-    script = script.replace(RECIPE, f"train.py --dataset {dataset} {' '.join(TINY)} --resume auto "
+    script = script.replace(RECIPE, f"train.py --dataset {dataset} {' '.join(FLAGS[launcher])} --resume auto "
                                     f"--output-dir {out}")
     script = script.replace("outputs/food101-resnet18-192", str(out))
     assert str(out) in script and "configs/food101.yaml" not in script
@@ -116,7 +111,7 @@ def scontrol_calls(tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize("launcher, status", [("python", 75), ("torchrun", 1)])
 def test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninterrupted, tmp_path, launcher, status):
     out, log = tmp_path / "run", tmp_path / "job.log"
-    script = as_tiny_run(slurm_script(launcher), uninterrupted["dataset"], out)
+    script = as_tiny_run(slurm_script(launcher), launcher, uninterrupted["dataset"], out)
 
     job = submit(script, tmp_path, log)
     wait_for(checkpoint_root(out) / LATEST, job)
@@ -141,7 +136,7 @@ def test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninter
 def test_the_slurm_script_waits_for_the_checkpoint_on_scancel_and_does_not_requeue(uninterrupted, tmp_path, launcher,
                                                                                   status):
     out, log = tmp_path / "run", tmp_path / "job.log"
-    job = submit(as_tiny_run(slurm_script(launcher), uninterrupted["dataset"], out), tmp_path, log)
+    job = submit(as_tiny_run(slurm_script(launcher), launcher, uninterrupted["dataset"], out), tmp_path, log)
     wait_for(checkpoint_root(out) / LATEST, job)
     os.killpg(job.pid, signal.SIGTERM)  # scancel and preemption: every process of the job, the script included
     assert job.wait(timeout=180) == status, log.read_text()  # the script outlived the signal: it waited for the run
@@ -178,7 +173,7 @@ def _ancestors(pid: int) -> list[str]:
 @pytest.mark.slow
 def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(uninterrupted, tmp_path):
     out, log = tmp_path / "run", tmp_path / "run.log"
-    args = ["train.py", "--dataset", str(uninterrupted["dataset"]), *TINY]  # 24 images / (4 x 2) = 3 updates an epoch
+    args = ["train.py", "--dataset", str(uninterrupted["dataset"]), *FLAGS["torchrun"]]
     process = start_script([*TORCHRUN, *args, "--output-dir", str(out)], log)
     wait_for(checkpoint_root(out) / LATEST, process)
     ranks = rank_pids(process)
@@ -197,7 +192,5 @@ def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(uninte
     assert progress(path) == progress(periodic)
     assert not (out / "model.safetensors").exists()
     assert not list(checkpoint_root(out).glob(".tmp-*"))
-
-    resumed = run_script(*TORCHRUN[1:], *args, "--output-dir", str(out), "--resume", "auto", timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    assert digest(out / "model.safetensors") == digest(uninterrupted["torchrun"] / "model.safetensors")
+    # resuming from it is resuming from that periodic checkpoint's files: the bitwise-identical resume of a torchrun
+    # run from its stop checkpoint is test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically[torchrun]

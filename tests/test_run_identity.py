@@ -11,13 +11,12 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, run_script
+from conftest import FROM_SCRATCH, ROOT, TINY, run_script
 from food101hf.checkpoint import checkpoint_root
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--freeze", "none",
-        "--warmup-epochs", "0.5"]
+ONE_EPOCH = [*TINY, "--freeze", "none", "--num-workers", "0", "--epochs", "1"]
 
 
 def snapshot(folder):
@@ -27,15 +26,15 @@ def snapshot(folder):
 
 def test_resume_against_other_data_is_refused_naming_what_changed(image_folder, tmp_path):
     out = tmp_path / "run"
-    args = ["train.py", "--dataset", str(image_folder), *TINY, "--epochs", "2", "--output-dir", str(out)]
-    first = run_script(*args, "--epochs", "1")
+    args = ["train.py", "--dataset", str(image_folder), *ONE_EPOCH, "--output-dir", str(out)]
+    first = run_script(*args)
     assert first.returncode == 0, first.stderr
     fingerprint = json.loads((checkpoint_root(out) / "update-00000006" / "progress.json").read_text())[
         "signature"]["data"]["train"]["fingerprint"]
     for photo in sorted((image_folder / "train" / "beignets").glob("*.jpg"))[:4]:
         photo.unlink()  # 24 -> 20 training photos
     before = snapshot(out)
-    result = run_script(*args, "--epochs", "1", "--resume", "auto")
+    result = run_script(*args, "--resume", "auto")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     message = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
     assert message.startswith(f"error: {checkpoint_root(out) / 'update-00000006'} comes from other data (train split: "
@@ -49,9 +48,9 @@ def test_a_relative_local_dataset_stays_local_from_another_directory(image_folde
     photos.mkdir()
     image_folder.rename(photos / "food")
     out = tmp_path / "run"
-    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "photos/food", *TINY,
-                              "--epochs", "1", "--output-dir", str(out)], cwd=tmp_path, capture_output=True,
-                             text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    trained = subprocess.run([sys.executable, str(ROOT / "train.py"), "--dataset", "photos/food", *ONE_EPOCH,
+                              "--output-dir", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert trained.returncode == 0, trained.stderr
     recorded = yaml.safe_load((out / "train_config.yaml").read_text())["dataset"]
     assert recorded == str(photos / "food")  # absolute: the same folder from anywhere
@@ -65,17 +64,9 @@ def test_a_relative_local_dataset_stays_local_from_another_directory(image_folde
     answered = run_script(*command[1:])
     assert answered.returncode == 0 and json.loads(answered.stdout)["file"] == command[5]
     assert f"accelerate launch polish.py --init {out} --output-dir {out}-224" in trained.stdout
-
-    # polish.py from another directory (the repo root) reads the recorded folder, not a Hub id
-    polished = run_script("polish.py", "--init", str(out), "--epochs", "0", "--image-size", "48", "--batch-size",
-                          "4", "--num-workers", "0", "--bn-batches", "1", "--output-dir", str(tmp_path / "p"))
-    assert polished.returncode == 0, polished.stderr
-    assert yaml.safe_load((tmp_path / "p" / "train_config.yaml").read_text())["dataset"] == str(photos / "food")
-    assert "datasets:" not in (tmp_path / "p" / "README.md").read_text()
+    # polish.py, from any directory, reads this recorded absolute folder: test_polish.py's folders record one too
 
 
-def test_the_noise_a_person_does_not_read_is_gone(image_folder, tmp_path):
-    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--epochs", "1", "--output-dir",
-                        str(tmp_path / "run"))
-    assert result.returncode == 0, result.stderr
+def test_the_noise_a_person_does_not_read_is_gone(trained):
+    result = trained(*FROM_SCRATCH).result
     assert "[RANK 0]" not in result.stderr and "Downloading data" not in result.stderr

@@ -1,34 +1,31 @@
 """`python -m food101hf.hub space`: a Gradio Space serving a pushed model, created on tests/hub_server.py, and run."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import gradio
 import pytest
 import yaml
 from huggingface_hub import snapshot_download
 
-from conftest import CLASSES, export_model_folder, write_image_folder
+from conftest import CLASSES, HUB_TOKEN, export_model_folder, free_port, wait_for_port, write_image_folder
 from food101hf.errors import HubError
 from food101hf.hub import main
 from food101hf.publish import push_folder
 from food101hf.predict import Predictor
 from food101hf.space import create_space
-from test_publish import TOKEN, hub  # noqa: F401  the Hub fixture
 
 
 @pytest.fixture
-def pushed(hub, tmp_path):  # noqa: F811
+def pushed(hub, tmp_path):
     write_image_folder(tmp_path / "food" / "validation", CLASSES, per_class=2, size=(64, 48))
     folder = export_model_folder(tmp_path / "run", sorted(CLASSES), dataset=str(tmp_path / "food"))
     push_folder(folder, "food/model")
     return folder
 
 
-def test_space_holds_app_package_pinned_requirements_examples_and_card(hub, pushed):  # noqa: F811
+def test_space_holds_app_package_pinned_requirements_examples_and_card(hub, pushed):
     assert main(["space", str(pushed), "food/model-demo"]) == 0
     files = hub.files("spaces/food/model-demo")
     assert {"README.md", "app.py", "requirements.txt", "food101hf/__init__.py", "food101hf/app.py",
@@ -52,7 +49,7 @@ def test_space_holds_app_package_pinned_requirements_examples_and_card(hub, push
     assert set(hub.files("spaces/food/model-demo")) == set(files)
 
 
-def test_a_space_needs_a_pushed_model(hub, tmp_path):  # noqa: F811
+def test_a_space_needs_a_pushed_model(hub, tmp_path):
     folder = export_model_folder(tmp_path / "run", sorted(CLASSES))
     with pytest.raises(HubError, match="has not been pushed to the Hub.*hub push"):
         create_space(folder, "food/space")
@@ -61,31 +58,20 @@ def test_a_space_needs_a_pushed_model(hub, tmp_path):  # noqa: F811
     assert "spaces/food/space" not in hub.repos
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_the_space_runs_and_classifies_like_the_model(hub, pushed, tmp_path):  # noqa: F811
+def test_the_space_runs_and_classifies_like_the_model(hub, pushed, tmp_path):
     create_space("food/model", "food/model-demo")
     space = snapshot_download("food/model-demo", repo_type="space", local_dir=tmp_path / "space")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
-           "HF_TOKEN": TOKEN, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "HF_TOKEN": HUB_TOKEN, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": ""}
     process = subprocess.Popen([sys.executable, "app.py"], cwd=space, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)  # as Spaces run it
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.5)
-        assert process.poll() is None, process.stdout.read()
+        if not wait_for_port(port, process):
+            process.kill()
+            pytest.fail(f"the Space did not start: {process.stdout.read()}")
         from gradio_client import Client, handle_file
 
         example = os.path.join(space, "examples", f"{CLASSES[0]}.jpg")

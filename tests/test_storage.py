@@ -8,12 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
-from accelerate import Accelerator
-from accelerate.state import AcceleratorState
 
-from conftest import CLASSES, export_model_folder, run_script
-from test_publish import hub  # noqa: F401  the test Hub fixture
+from conftest import CLASSES, TINY, export_model_folder, run_script
 from food101hf import storage
 from food101hf.checkpoint import (LATEST, CheckpointError, Progress, checkpoint_root, complete_checkpoints,
                                   find_checkpoint, load_checkpoint, run_signature, save_checkpoint)
@@ -21,7 +17,6 @@ from food101hf.config import TrainConfig
 from food101hf.storage import StorageError, check_output_dir, estimated_sizes, staged_writes
 
 SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1, {"train": {"images": 8, "fingerprint": "t"}})
-TINY = ["--no-pretrained", "--image-size", "32", "--batch-size", "4", "--warmup-epochs", "0.5"]
 
 
 def mount_tmpfs(folder: Path, size: str, *options: str) -> Path:
@@ -54,16 +49,6 @@ def fill(folder: Path) -> Path:
     return filler
 
 
-@pytest.fixture
-def accelerator():
-    AcceleratorState._reset_state(True)
-    accelerator = Accelerator(cpu=True)
-    model = torch.nn.Linear(3, 2)
-    accelerator.prepare(model, torch.optim.SGD(model.parameters(), lr=0.1))
-    yield accelerator
-    AcceleratorState._reset_state(True)
-
-
 def test_the_estimate_counts_the_state_dict_and_two_adamw_slots_per_parameter():
     checkpoint, export = estimated_sizes("resnet18", num_classes=101)
     params = 11_228_325  # timm resnet18 with a 101-class head: 11,176,512 + 512 x 101 + 101
@@ -94,7 +79,8 @@ def assert_failed_cleanly(error: str, root: Path, intact: Path) -> None:
     assert complete_checkpoints(root) == [intact] and (root / LATEST).read_text() == intact.name
 
 
-def test_a_checkpoint_that_no_longer_fits_leaves_the_previous_one_and_resumes(accelerator, small_disk):
+def test_a_checkpoint_that_no_longer_fits_leaves_the_previous_one_and_resumes(checkpointable, small_disk):
+    accelerator, _ = checkpointable
     root = small_disk / "checkpoints"
     first = save_checkpoint(accelerator, root, Progress(SIGNATURE, num_updates=3), keep=2)
     filler = fill(small_disk)
@@ -106,7 +92,8 @@ def test_a_checkpoint_that_no_longer_fits_leaves_the_previous_one_and_resumes(ac
     assert load_checkpoint(accelerator, find_checkpoint("auto", root), SIGNATURE).num_updates == 3
 
 
-def test_enospc_inside_the_serializer_stub(accelerator, tmp_path, monkeypatch):
+def test_enospc_inside_the_serializer_stub(checkpointable, tmp_path, monkeypatch):
+    accelerator, _ = checkpointable
     """Where no tmpfs can be mounted: torch's writer fails as it does on a full disk, and so does a write test."""
     root = tmp_path / "checkpoints"
     first = save_checkpoint(accelerator, root, Progress(SIGNATURE, num_updates=3), keep=2)
@@ -127,7 +114,8 @@ def test_enospc_inside_the_serializer_stub(accelerator, tmp_path, monkeypatch):
         str(failed.value)
 
 
-def test_an_error_that_is_not_the_disk_is_not_disguised(accelerator, tmp_path, monkeypatch):
+def test_an_error_that_is_not_the_disk_is_not_disguised(checkpointable, tmp_path, monkeypatch):
+    accelerator, _ = checkpointable
     def buggy_save_state(folder):
         raise RuntimeError("a bug")
 
@@ -214,7 +202,8 @@ def test_train_on_a_disk_that_fills_up_keeps_its_last_checkpoint_and_resumes(ima
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_an_export_that_does_not_fit_keeps_nothing_partial_and_says_how_to_resume(small_disk, accelerator):
+def test_an_export_that_does_not_fit_keeps_nothing_partial_and_says_how_to_resume(small_disk, checkpointable):
+    accelerator, _ = checkpointable
     save_checkpoint(accelerator, checkpoint_root(small_disk), Progress(SIGNATURE, num_updates=6), keep=1)
     with pytest.raises(StorageError) as failed:
         export_model_folder(small_disk, CLASSES)  # a 45 MB ResNet-18 export into a 2 MB filesystem
