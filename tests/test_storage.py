@@ -152,7 +152,7 @@ def test_staged_writes_keep_the_old_files_and_no_partial_one_on_a_full_disk(smal
     assert (small_disk / "metrics.json").read_text() == "new" and len(list(small_disk.iterdir())) == 1
 
 
-def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatch):
+def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatch):  # noqa: F811  the fixture
     from food101hf import publish as hub_module
 
     folder = export_model_folder(tmp_path / "model", CLASSES)
