@@ -18,7 +18,8 @@ from huggingface_hub.utils import filter_repo_objects
 
 from .card import build_card, model_license
 from .checkpoint import checkpoint_root, resume_advice
-from .errors import HubError, StorageError
+from .errors import DivergedError, HubError, StorageError
+from .model import nonfinite_tensors
 from .hub_access import require_hub
 from .outputs import WEIGHTS, read_recipes
 from .storage import staged_writes
@@ -43,13 +44,17 @@ def export_model(model, out_dir: str | Path, label_names: list[str], image_size:
     Frozen BatchNorms go back to plain BatchNorm2d and weights to the default memory format, so the export is an
     ordinary timm model; pretrained_cfg records the size and crop the model was evaluated (and is served) at, as
     both its input size and its test input size (so `resolve_data_config(use_test_size=True)` agrees, and so does
-    transformers' TimmWrapperImageProcessor, which reads `input_size`).
+    transformers' TimmWrapperImageProcessor, which reads `input_size`). Raises DivergedError, writing nothing, if
+    a weight or BatchNorm statistic is NaN or infinite.
     """
     import torch
     from timm.models import save_for_hf
     from timm.utils.model import unfreeze_batch_norm_2d
 
     export = unfreeze_batch_norm_2d(copy.deepcopy(model)).float().to(memory_format=torch.contiguous_format)
+    if bad := nonfinite_tensors(export):  # training stops before this (engine.fit); a second line of defence
+        raise DivergedError(f"refusing to export a model whose weights are not finite: {len(bad)} of "
+                            f"{len(export.state_dict())} tensors (e.g. {bad[0]}) hold NaN or infinite values")
     size = (3, image_size, image_size)
     save_for_hf(export, out_dir, model_config={"label_names": list(label_names)}, safe_serialization=True,
                 data_config={"input_size": size, "test_input_size": size, "crop_pct": crop_pct})
@@ -63,7 +68,7 @@ def export_model(model, out_dir: str | Path, label_names: list[str], image_size:
         config["pretrained_cfg"].pop(key, None)
     if license:
         config["pretrained_cfg"]["license"] = license
-    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
 
 
 def write_outputs(out_dir: str | Path, model, label_names: list[str], data_config: dict, image_size: int,
@@ -77,7 +82,8 @@ def write_outputs(out_dir: str | Path, model, label_names: list[str], data_confi
     advice = resume_advice(checkpoint_root(out_dir))
     with staged_writes(out_dir, advice, files=f"{WEIGHTS}, config.json and metrics.json") as stage:
         export_model(model, stage, label_names, image_size, data_config["crop_pct"], model_license(recipe, base))
-        (stage / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2) + "\n")
+        (stage / "metrics.json").write_text(json.dumps(metrics | {"image_size": image_size}, indent=2,
+                                                       allow_nan=False) + "\n")
     with staged_writes(out_dir, advice, files="README.md") as stage:
         build_card(out_dir).save(stage / "README.md")
 
