@@ -190,3 +190,28 @@ def test_none_is_a_clear_value_error(predictor):
     with pytest.raises(ImageError, match="None: no image"):
         predictor([None])
 
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("batch_size", 0, "batch_size must be a positive integer; got 0"),  # was an IndexError
+    ("batch_size", -2, "batch_size must be a positive integer; got -2"),
+    ("batch_size", 2.5, "batch_size must be a positive integer; got 2.5"),
+    ("batch_size", True, "batch_size must be a positive integer; got True"),
+    ("num_threads", 0, "num_threads must be a positive integer, or None for all cores; got 0"),
+    ("precision", "fp8", "precision must be 'auto' or one of fp32, bf16, fp16, got 'fp8'"),
+    ("tta", "yes", "tta must be True or False, got 'yes'"),
+    ("device", "gpu", "device 'gpu' is not a torch device name (e.g. cpu, cuda, cuda:1, mps); devices here: cpu"),
+    ("device", "cuda:99", "device 'cuda:99' is not present on this machine; devices here: cpu"),
+    ("device", "cuda", "device 'cuda' is not present on this machine; devices here: cpu"),
+])
+def test_every_argument_is_checked_before_the_model_loads_naming_it(argument, value, message, tmp_path):
+    if argument == "device" and torch.accelerator.is_available():
+        pytest.skip("the devices listed are this machine's: the expected messages are a CPU-only machine's")
+    nowhere = tmp_path / "no-model-here"  # the argument is refused first: the model is never looked for
+    with pytest.raises(ValueError) as error:
+        Predictor(nowhere, **{argument: value})
+    assert str(error.value) == message
+    with pytest.raises(ValueError) as error:
+        food101hf.predict("dish.jpg", model=nowhere, **{argument: value}) if argument in (
+            "batch_size", "device", "tta") else Predictor(nowhere, **{argument: value})
+    assert str(error.value) == message
