@@ -28,7 +28,7 @@ from .config import TrainConfig
 from .errors import CheckpointError
 from .outputs import dataset_kind
 from .preemption import SaveAborted
-from .storage import failed_file, human, storage_failure
+from .storage import failed_file, human, normal_mode, storage_failure
 
 PROGRESS_FILE = "progress.json"
 LATEST = "latest"
@@ -150,6 +150,7 @@ def save_checkpoint(accelerator: Accelerator, root: Path, progress: Progress, ke
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=2, allow_nan=False))
+            normal_mode(tmp)  # Accelerate's model.safetensors is written 0o600, the rest with the umask's mode
             for file in tmp.rglob("*"):
                 _fsync(file)
             _fsync(tmp)
