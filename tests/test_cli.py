@@ -220,3 +220,25 @@ def test_a_bug_in_a_real_command_shows_its_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ValueError: invalid literal for int()" in result.stderr
     assert "error: " not in result.stderr
+
+
+def test_the_hub_clients_request_log_is_muted():
+    """huggingface_hub 2.4 sends its requests through httpx2, which logs each one at INFO, as httpx did."""
+    import logging
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from food101hf.cli import setup_logging
+
+    setup_logging()
+    heard = []
+    handler = logging.Handler()
+    handler.emit = heard.append
+    logging.getLogger("httpx2").addHandler(handler)
+    try:
+        with HubServer(token="hf_x") as hub, pytest.raises(RepositoryNotFoundError):
+            HfApi(endpoint=hub.url, token=False).model_info("food/none")
+    finally:
+        logging.getLogger("httpx2").removeHandler(handler)
+    assert [record.getMessage() for record in heard if record.levelno < logging.WARNING] == []

@@ -6,7 +6,7 @@ from accelerate.state import AcceleratorState
 
 from food101hf.checkpoint import Progress
 from food101hf.config import TrainConfig
-from food101hf.engine import (create_mixup, create_scheduler, evaluate_model, resolve_mixed_precision,
+from food101hf.engine import (create_mixup, create_scheduler, evaluate_model, fit, resolve_mixed_precision,
                               train_criterion, train_one_epoch, updates_per_epoch)
 from food101hf.errors import DivergedError
 from food101hf.metrics import TOPK_ACCURACY
@@ -121,8 +121,9 @@ def test_mixed_precision_auto_respects_the_launcher(monkeypatch):
 
 
 class TurnsBad(torch.nn.Module):
-    """A linear classifier whose forward pass number `bad` gives NaN logits ("loss") or finite logits with an
-    infinite gradient ("gradient": d/dw sqrt(w - w) at 0); it records its weight as each pass begins."""
+    """A linear classifier whose training forward pass number `bad` gives NaN logits ("loss") or finite logits with
+    an infinite gradient ("gradient": d/dw sqrt(w - w) at 0), or whose evaluation gives NaN logits ("eval"); it
+    records its weight as each training pass begins."""
 
     pretrained_cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # unused: the batches are float
 
@@ -132,6 +133,8 @@ class TurnsBad(torch.nn.Module):
         self.bad, self.kind, self.weights = bad, kind, []
 
     def forward(self, x):
+        if not self.training:
+            return self.fc(x.mean((2, 3))) * (float("nan") if self.kind == "eval" else 1.0)
         self.weights.append(self.fc.weight.detach().clone())
         logits = self.fc(x.mean((2, 3)))
         if len(self.weights) == self.bad:
@@ -183,3 +186,43 @@ def test_a_gradient_overflow_under_a_grad_scaler_skips_that_step_and_goes_on():
     assert torch.equal(model.weights[3], model.weights[2])  # the third update was skipped, the others applied
     assert not torch.equal(model.weights[2], model.weights[1])
     assert scaler.get_scale() < 2.0**4
+
+
+class Samples(list):
+    """A list of samples with the `set_epoch` fit calls on a training set (loaders.SeededAugmentation's)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind, bad, message", [
+    # no clipping: a finite loss with an infinite gradient is applied; the weights it leaves are never checkpointed
+    ("gradient", 2, "1 of 2 weight tensors (e.g. fc.weight) are non-finite after optimizer update 2"),
+    # the epoch's evaluation comes before its checkpoint, which is then never written
+    ("eval", 0, "the evaluation loss after epoch 1 (optimizer update 4) is nan"),
+])
+def test_fit_never_checkpoints_or_reports_a_non_finite_state(kind, bad, message, tmp_path):
+    AcceleratorState._reset_state(True)
+    accelerator = Accelerator(cpu=True)
+    model = TurnsBad(bad=bad, kind=kind)
+    train = Samples({"pixel_values": torch.randn(3, 2, 2), "label": i % 2} for i in range(8))
+    evaluation = [{"pixel_values": torch.randn(3, 2, 2), "label": i % 2} for i in range(4)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(
+        model, optimizer, torch.utils.data.DataLoader(train, batch_size=2),
+        torch.utils.data.DataLoader(evaluation, batch_size=2))
+    cfg = TrainConfig(lr=0.1, warmup_epochs=0, clip_grad=None, mixup=0, cutmix=0, smoothing=0, epochs=1,
+                      checkpoint_every=2)
+    with pytest.raises(DivergedError) as error:
+        fit(accelerator, model, optimizer, create_scheduler(optimizer, cfg, 4, 1), train_loader, eval_loader, cfg,
+            2, Progress(signature={}), tmp_path / "checkpoints")
+    AcceleratorState._reset_state(True)
+    last = "the last checkpoint, {}, holds the weights from before it".format(tmp_path / "checkpoints" /
+                                                                              "update-00000002")
+    assert str(error.value) == (
+        f"training diverged: {message}. Nothing was exported; "
+        f"{last if kind == 'eval' else 'no checkpoint was written before it'}. Try a lower --lr (now 0.1) and turn "
+        f"gradient clipping on (--clip-grad 1.0); a changed setting starts afresh (a checkpoint resumes only with the "
+        f"same settings)")
+    written = [p.name for p in (tmp_path / "checkpoints").iterdir()] if (tmp_path / "checkpoints").exists() else []
+    assert written == (["latest", "update-00000002"] if kind == "eval" else [])
