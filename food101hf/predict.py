@@ -49,36 +49,12 @@ from .folders import ignored_line, image_files
 from .images import load_pixels
 from .model import load_trained
 from .parsers import predict_parser
-from .runtime import cpu_has_native_bf16, keep_freed_memory, set_num_threads
+from .runtime import cpu_has_native_bf16, keep_freed_memory, resolve_device, set_num_threads
 from .transforms import ImageTransform, model_input
 
 SINGLE = (str, Path, Image.Image, bytes, bytearray, np.ndarray)
 ERRORS = ("raise", "skip")
 logger = logging.getLogger(__name__)
-
-
-def _devices_here() -> list[str]:
-    """The devices this machine has: the CPU and each device of torch's accelerator (CUDA, MPS, XPU...)."""
-    if not torch.accelerator.is_available():
-        return ["cpu"]
-    kind = torch.accelerator.current_accelerator().type
-    return ["cpu"] + [f"{kind}:{index}" for index in range(torch.accelerator.device_count())]
-
-
-def _resolve_device(device: str | int | torch.device | None) -> torch.device:
-    """`device` as a torch.device (None: cuda if available, else cpu); raises UsageError, listing the devices
-    there are, for a name torch does not know ('gpu') or a device this machine lacks ('cuda' without a GPU)."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    here = _devices_here()
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UsageError(f"device {device!r} is not a torch device name (e.g. cpu, cuda, cuda:1, mps); devices "
-                         f"here: {', '.join(here)}") from None
-    if resolved.type != "cpu" and (str(resolved) if resolved.index is not None else f"{resolved.type}:0") not in here:
-        raise UsageError(f"device {device!r} is not present on this machine; devices here: {', '.join(here)}")
-    return resolved
 
 
 def _check_count(name: str, value, none: str = "") -> None:
@@ -114,7 +90,7 @@ class Predictor:
     def __init__(self, model: str | Path, device: str | torch.device | None = None, batch_size: int = 32,
                  tta: bool = False, precision: str = "auto", num_threads: int | None = None):
         # every argument is checked before the model loads: UsageError (a ValueError) naming the one that is wrong
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.dtype = _resolve_precision(precision, self.device)
         _check_count("batch_size", batch_size)
         _check_count("num_threads", num_threads, none="all cores")

@@ -1,5 +1,6 @@
 import os
 import shutil
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,9 @@ def test_the_data_identity_is_the_photos_not_where_they_lie(image_folder, tmp_pa
     restaged = shutil.copytree(moved, tmp_path / "scratch-1002" / "data", copy_function=shutil.copyfile)
     assert (restaged / "train" / "beignets" / "0.jpg").stat().st_mtime_ns != \
         (moved / "train" / "beignets" / "0.jpg").stat().st_mtime_ns
+    assert content(restaged) == identity
+    for split in ("train", "validation"):  # copied through a Mac, which names folders in Unicode NFD
+        (restaged / split / "crème brûlée").rename(restaged / split / unicodedata.normalize("NFD", "crème brûlée"))
     assert content(restaged) == identity
     assert content(restaged, max_train_samples=12)["train"] != identity["train"]  # another subset
 

@@ -252,11 +252,15 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     assert timm.create_model("hf-hub:food/tiny", pretrained=True).pretrained_cfg["label_names"] == sorted(CLASSES)
     assert_every_loader_agrees(out, "food/tiny", photos)
 
-    # polish the pulled model at 48 px; the dataset defaults to the one it was trained on
+    # polish the pulled model at 48 px: its pushed recipe names its local dataset only relative to the training
+    # machine's output folder, so polish.py asks for it
     polished = tmp_path / "polished"
-    result = run_script("polish.py", "--init", "food/tiny", "--image-size", "48", "--epochs", "1",
-                        "--batch-size", "4", "--num-workers", "0", "--bn-batches", "2", "--output-dir",
-                        str(polished), "--push-to-hub", "food/tiny-48", env=env)
+    args = ["polish.py", "--init", "food/tiny", "--image-size", "48", "--epochs", "1", "--batch-size", "4",
+            "--num-workers", "0", "--bn-batches", "2", "--output-dir", str(polished), "--push-to-hub", "food/tiny-48"]
+    result = run_script(*args, env=env)
+    assert result.returncode == 2 and "records the local dataset folder ../food (from its folder), which is not on " \
+        "this machine: pass --dataset" in result.stderr, result.stderr
+    result = run_script(*args, "--dataset", str(image_folder), env=env)
     assert result.returncode == 0, result.stderr
     assert set(hub.files("food/tiny-48")) == PUSHED | {"base_config.yaml"} | {f"report/{name}" for name in REPORT}
     served = Predictor("food/tiny-48")
@@ -265,7 +269,8 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     assert_every_loader_agrees(polished, "food/tiny-48", photos)
     card = hub.files("food/tiny-48")["README.md"].decode()
     assert "Polished from `food/tiny` at 48 px" in card and "base_model: food/tiny" in card
-    assert yaml.safe_load(hub.files("food/tiny-48")["train_config.yaml"])["dataset"] == str(image_folder)
+    assert yaml.safe_load(hub.files("food/tiny-48")["train_config.yaml"])["dataset"] == {"path": "../food"}
+    assert yaml.safe_load(hub.files("food/tiny-48")["base_config.yaml"])["dataset"] == {"name": "food"}
 
 
 # --- a push makes the repo equal to the folder, and publishes no path of the training machine -------------------
