@@ -46,13 +46,13 @@ class Splits:
 
     def identity(self) -> dict:
         """What the run trains and evaluates on, for the checkpoint's run signature, per split: its size,
-        `content` and `fingerprint`. `content` is where the data lies left out: for a local folder a hash of each
-        image's path within the folder, class, size and SHA-256 (`content_fingerprint`), so the folder may move or
-        be copied anew (new modification times) while an added, removed, relabelled or edited photo changes it;
-        for a Hub dataset its `datasets` fingerprint, which hashes the dataset's revision and cache-relative
-        folder. Both follow the rows actually used (the --max-*-samples subset, dropped unreadable files).
+        `content` and `fingerprint`, each over the rows actually used (the --max-*-samples subset, without
+        unreadable files). `content` leaves out where the data lies: for a local folder it hashes each image's
+        path within the folder, class, size and SHA-256 (`content_fingerprint`), so the folder may move or be copied
+        anew (new modification times) while an added, removed, relabelled or edited photo changes it; for a Hub
+        dataset it is `datasets`' fingerprint, which hashes the dataset's revision and cache-relative folder.
         `fingerprint` is `datasets`' own, which for a local folder also hashes absolute paths and modification
-        times: what checkpoints written before `content` existed recorded (`checkpoint.same_data`)."""
+        times: what checkpoints written before `content` existed recorded (`checkpoint._split_key`)."""
         return {name: {"images": len(split), "content": split._fingerprint if self.root is None else
                        content_fingerprint(split, self.root, name), "fingerprint": split._fingerprint}
                 for name, split in (("train", self.train), ("eval", self.eval))}

@@ -116,13 +116,13 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
             loss = criterion(model(images), targets)
             if not torch.isfinite(loss):
                 raise diverged(f"the training loss is {loss.item()} at optimizer update "
-                                    f"{progress.num_updates + 1} (epoch {progress.epoch + 1})")
+                               f"{progress.num_updates + 1} (epoch {progress.epoch + 1})")
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.clip_grad:
                 norm = accelerator.clip_grad_norm_(trainable, cfg.clip_grad)
                 if accelerator.scaler is None and not torch.isfinite(norm):
                     raise diverged(f"the gradient norm is {norm.item()} at optimizer update "
-                                        f"{progress.num_updates + 1} (epoch {progress.epoch + 1})")
+                                   f"{progress.num_updates + 1} (epoch {progress.epoch + 1})")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         seen += len(images)

@@ -108,7 +108,7 @@ def record_folders(recipe: dict, folder: Path, source: Path) -> dict:
     folder as {"path": P}, P relative to `folder` ("../data/my_food"), or as {"name": N} when it is not on this
     machine or shares no folder with `folder` below the filesystem's root. So a recipe, which is published with
     the model, names no path of the training machine, and still finds the folder while the two keep their places
-    relative to each other (moved together, or the output folder moved alone within the same parent)."""
+    relative to each other (moved together, or the output folder moved within its parent folder)."""
     recorded = dict(recipe)
     for key in LOCAL_FIELDS:
         value = recipe.get(key)

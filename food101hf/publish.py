@@ -19,8 +19,8 @@ from huggingface_hub.utils import filter_repo_objects
 from .card import build_card, model_license
 from .checkpoint import checkpoint_root, resume_advice
 from .errors import DivergedError, HubError, StorageError
-from .model import nonfinite_tensors
 from .hub_access import require_hub
+from .model import nonfinite_tensors
 from .outputs import WEIGHTS, copy_recipe, read_recipes
 from .storage import staged_writes
 
