@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     # data: the init's classes, in the same order, or the head would mean something else
     with accelerator.main_process_first():
         splits = load_splits(cfg)
+        data_identity = splits.identity() if cfg.epochs > 0 else None  # for resume (see train.py)
     label_names = list(model.pretrained_cfg["label_names"])
     check_classes(cfg.dataset, splits.label_names, cfg.init, label_names, "polish on the dataset it was trained on")
     # mean, std, interpolation and crop_pct come from the init's pretrained_cfg; only the size changes
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
         scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
                                      cfg.epochs)
         accelerator.register_for_checkpointing(scheduler)
-        progress = start_or_resume(accelerator, cfg, label_names, checkpoints, splits.identity())
+        progress = start_or_resume(accelerator, cfg, label_names, checkpoints, data_identity)
         metrics, last_evaluation = fit(accelerator, model, optimizer, scheduler, train_loader, eval_loader, cfg,
                                        len(label_names), progress, checkpoints)
     else:

@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     # data: decoded and augmented on the fly; the label names come from the dataset's ClassLabel
     with accelerator.main_process_first():  # one process generates/caches; the others then read the cache
         splits = load_splits(cfg)
+        data_identity = splits.identity()  # each file's hash, once per place the data lies (cached)
     num_classes = len(splits.label_names)
     logger.info(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.eval)} eval images "
                 f"({splits.eval_split}), {num_classes} classes")
@@ -68,9 +69,9 @@ def main(argv=None) -> int:
     scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
                                  cfg.epochs)
     # resume: everything Accelerate saves (model, optimizer, RNGs) plus the registered scheduler and our progress;
-    # the run's identity includes its data (split sizes and datasets' fingerprints)
+    # the run's identity includes its data by content (each file's path in the dataset, class, size and hash)
     accelerator.register_for_checkpointing(scheduler)
-    progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints, splits.identity())
+    progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints, data_identity)
     write_recipe(accelerator, cfg, out)  # the start succeeded: only now does the output folder get a file
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()

@@ -181,5 +181,6 @@ def audit_markdown(result: dict) -> str:
 
 def write_audit(result: dict, out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "audit.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(result, indent=2, ensure_ascii=False, allow_nan=False)
+    (out_dir / "audit.json").write_text(text + "\n", encoding="utf-8")
     (out_dir / "audit.md").write_text(audit_markdown(result), encoding="utf-8")

@@ -36,7 +36,7 @@ def pretrained_checkpoint(recipe: dict, base: dict | None = None) -> str | None:
 def base_model(recipe: dict, base: dict | None) -> str | None:
     """The card's `base_model`: a polished model's init repo, else the timm checkpoint on the Hub; None from
     scratch (the Hub would otherwise list the model as a fine-tune of a checkpoint it never saw)."""
-    if "init" in recipe and is_repo_id(recipe["init"]):
+    if isinstance(recipe.get("init"), str) and is_repo_id(recipe["init"]):
         return recipe["init"].partition("@")[0]
     checkpoint = pretrained_checkpoint(recipe, base)
     return f"timm/{checkpoint}" if checkpoint else None
@@ -149,20 +149,12 @@ def _confusions(folder: Path, split: str, n: int = 3) -> str:
     return f"\nIts most frequent mistakes on the {split} split: {pairs}.\n"
 
 
-def _shown(recipe: dict) -> dict:
-    """The recipe as the card shows it: a local dataset (and init folder) by name, not the training machine's path."""
-    shown = dict(recipe)
-    if dataset_kind(recipe["dataset"]) == "local":
-        shown["dataset"] = dataset_name(recipe["dataset"])
-    if "init" in recipe and not is_repo_id(recipe["init"]):
-        shown["init"] = Path(recipe["init"]).name
-    return shown
-
-
-def build_card(folder: str | Path, repo_id: str | None = None, revision: str | None = None) -> ModelCard:
+def build_card(folder: str | Path, repo_id: str | None = None, revision: str | None = None,
+               removed: list[str] = ()) -> ModelCard:
     """The model card for an output folder, for `repo_id` (the snippets then load from the Hub) or the folder
-    itself. The metadata (library, licence, base_model only when there is one, datasets only for a Hub dataset,
-    a model-index with top-1/top-5, the split and the resolution) is what the Hub indexes."""
+    itself; `removed`: the repo's files the push deletes (`publish.stale_files`), which the card lists. The
+    metadata (library, licence, base_model only when there is one, datasets only for a Hub dataset, a
+    model-index with top-1/top-5, the split and the resolution) is what the Hub indexes."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -204,5 +196,6 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
         k=min(5, config["num_classes"]), timm_id=f"hf-hub:{ref}" if ref else f"local-dir:{folder}",
         model_ref=ref or str(folder), repo_or_folder=repo_id or str(folder),
         revision_arg=f', revision="{revision}"' if repo_id and revision else "",
-        recipe_yaml=yaml.safe_dump(_shown(recipe), sort_keys=False, allow_unicode=True),
+        recipe_yaml=yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True),
+        removed=", ".join(f"`{name}`" for name in removed),
     )

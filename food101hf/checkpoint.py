@@ -26,8 +26,9 @@ from accelerate import Accelerator
 
 from .config import TrainConfig
 from .errors import CheckpointError
+from .outputs import dataset_kind
 from .preemption import SaveAborted
-from .storage import failed_file, human, storage_failure
+from .storage import failed_file, human, normal_mode, storage_failure
 
 PROGRESS_FILE = "progress.json"
 LATEST = "latest"
@@ -62,8 +63,9 @@ class Progress:
 
 def run_signature(cfg: TrainConfig, label_names: list[str], num_processes: int, data: dict) -> dict:
     """Everything that must match for a resumed run to compute what the original would have: the settings, the
-    process count, the classes and the data (`Splits.identity`: each split's size and datasets' fingerprint;
-    other data would size the schedule for other data and skip other samples mid-epoch)."""
+    process count, the classes and the data (`Splits.identity`: each split's size and content; other data would
+    size the schedule for other data and skip other samples mid-epoch). Where a local dataset lies is recorded
+    but not compared (`_same`): its content is."""
     return _settings(cfg, num_processes) | {"label_names": list(label_names), "data": data}
 
 
@@ -72,17 +74,39 @@ def _settings(cfg: TrainConfig, num_processes: int) -> dict:
     return settings | {"num_processes": num_processes}
 
 
+def _split_key(saved_split: dict) -> str:
+    """What a split is compared by: its `content`, or, in a checkpoint written before food101hf recorded content,
+    datasets' `fingerprint` (which changes when a local folder moves: such a checkpoint resumes only in place)."""
+    return "content" if "content" in saved_split else "fingerprint"
+
+
+def _same_split(saved: dict, now: dict | None) -> bool:
+    key = _split_key(saved)
+    return now is not None and saved.get("images") == now["images"] and saved.get(key) == now[key]
+
+
+def _same(key: str, saved, now) -> bool:
+    """Whether a saved signature's `key` matches this run's: a local dataset is compared by its content (the
+    `data` key), not by where it lies, so a moved or re-staged folder resumes."""
+    if key == "dataset" and dataset_kind(saved) == dataset_kind(now) == "local":
+        return True
+    if key == "data" and isinstance(saved, dict):
+        return saved.keys() == now.keys() and all(_same_split(saved[split], now[split]) for split in saved)
+    return saved == now
+
+
 def _refuse_other_run(path: Path, saved: dict, signature: dict) -> None:
     """Raise CheckpointError naming every key of `signature` the checkpoint's saved signature differs in."""
-    differing = sorted(key for key in signature if signature[key] != saved.get(key))
+    differing = sorted(key for key in signature if not _same(key, saved.get(key), signature[key]))
     if not differing:
         return
     details = []
     for key in differing:
         if key == "data" and isinstance(saved.get(key), dict):
-            details += [f"{split} split: checkpoint {old.get('images')} images (fingerprint {old.get('fingerprint')})"
-                        f", now {signature[key][split]['images']} (fingerprint {signature[key][split]['fingerprint']})"
-                        for split, old in saved[key].items() if old != signature[key].get(split)]
+            details += [f"{split} split: checkpoint {old.get('images')} images ({_split_key(old)} "
+                        f"{old.get(_split_key(old))}), now {now['images']} ({_split_key(old)} {now[_split_key(old)]})"
+                        for split, old in saved[key].items()
+                        if (now := signature[key].get(split)) is not None and not _same_split(old, now)]
         else:
             details.append(f"{key}: checkpoint {saved.get(key)!r}, now {signature[key]!r}")
     what = "other data" if differing == ["data"] else "a different run"
@@ -125,7 +149,8 @@ def save_checkpoint(accelerator: Accelerator, root: Path, progress: Progress, ke
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=2))
+            (tmp / PROGRESS_FILE).write_text(json.dumps(dataclasses.asdict(progress), indent=2, allow_nan=False))
+            normal_mode(tmp)  # Accelerate's model.safetensors is written 0o600, the rest with the umask's mode
             for file in tmp.rglob("*"):
                 _fsync(file)
             _fsync(tmp)
@@ -197,7 +222,7 @@ def load_checkpoint(accelerator: Accelerator, path: Path, signature: dict) -> Pr
     saved = json.loads((path / PROGRESS_FILE).read_text())
     _refuse_other_run(path, saved["signature"], signature)
     accelerator.load_state(str(path))
-    return Progress(**saved)
+    return Progress(**saved | {"signature": signature})  # later checkpoints record where the data lies now
 
 
 def check_resume(cfg: TrainConfig, root: Path, num_processes: int) -> None:

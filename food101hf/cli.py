@@ -19,7 +19,7 @@ from typing import NoReturn
 
 from .errors import UsageError, UserError
 
-USAGE_ERROR = 2  # argparse's exit status for a bad command line; ours for every failure a user can fix
+USAGE_ERROR = UserError.exit_status  # 2, argparse's exit status for a bad command line; ours for most user errors
 GRACE_S = 5.0  # how long a process other than rank 0 lets rank 0 say a failure both met (see `run`)
 
 
@@ -82,7 +82,8 @@ def setup_logging() -> None:
     prefix = f"[rank {rank()}] " if rank() else ""
     logging.basicConfig(format=f"%(asctime)s %(levelname)s {prefix}%(message)s", datefmt="%H:%M:%S",
                         level=logging.ERROR if rank() else logging.INFO, force=True)
-    for chatty in ("accelerate.accelerator", "accelerate.checkpointing", "httpx", "httpcore", "timm"):
+    # httpx2: huggingface_hub 2.4's HTTP client, one INFO line per request like httpx
+    for chatty in ("accelerate.accelerator", "accelerate.checkpointing", "httpx", "httpx2", "httpcore", "timm"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.getLogger("food101hf.preemption").setLevel(logging.WARNING)  # each process's stop, in a requeue's log
 
@@ -102,7 +103,8 @@ def _lost_peer(error: BaseException) -> bool:
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> NoReturn:
     """Run an entry point's `main` and exit with its status. A failure the user caused ends in one line on stderr
-    and exit status 2, no traceback; anything else is a bug and keeps its traceback.
+    and its `exit_status` (2; 3 for a diverged run, `errors.DivergedError`), no traceback; anything else is a bug
+    and keeps its traceback.
 
     Under torchrun every process runs the same checks on the same flags and files, so rank 0 meets the same
     failure and says it. Another process says its own only if it is still running GRACE_S later: torchrun stops
@@ -114,21 +116,21 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except Exception as error:  # noqa: BLE001 - re-raised unless it is one of the kinds above
         connected = _process_group_started()
         if connected and _lost_peer(error):
-            _leave()
+            _leave(USAGE_ERROR)
         if not isinstance(error, UserError):
             raise
         if rank():
             time.sleep(GRACE_S)
         print(f"error: {f'[rank {rank()}] ' if rank() else ''}{error}", file=sys.stderr, flush=True)
         if connected:
-            _leave()
-        sys.exit(USAGE_ERROR)
+            _leave(error.exit_status)
+        sys.exit(error.exit_status)
 
 
-def _leave() -> NoReturn:
-    """Exit at once with USAGE_ERROR, without the interpreter's teardown: tearing down the process group waits
-    for the other processes (seconds, or for ever if one is gone)."""
+def _leave(status: int) -> NoReturn:
+    """Exit at once with `status`, without the interpreter's teardown: tearing down the process group waits for
+    the other processes (seconds, or for ever if one is gone)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(USAGE_ERROR)
+    os._exit(status)
 

@@ -3,8 +3,10 @@
 Precedence, lowest first: the dataclass defaults, a YAML preset (``--config FILE.yaml``), then command-line
 flags (`food101hf.flags`: every field is a flag, ``image_size`` -> ``--image-size``). Unknown YAML keys and
 unknown flags fail with the valid ones named; so does every setting that cannot work (`check`), before any data
-or model is loaded. A local dataset folder is recorded as an absolute path, so a recorded recipe means
-the same folder from any working directory and is never mistaken for a Hub dataset id.
+or model is loaded. A local dataset folder is resolved to an absolute path, the same folder from any working
+directory and never mistaken for a Hub dataset id; the recipe a run writes records it relative to the output
+folder (`outputs.record_folders`), and a preset that does so (``dataset: {path: ../data/my_food}``) is read
+relative to the preset's own folder (`flags.load_yaml`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,12 @@ decoded on access (`transforms.with_transform`), and every one is checked once b
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+import os
+import unicodedata
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,14 +42,41 @@ class Splits:
     label_names: list[str]
     eval_split: str  # where the eval images come from, for logs and the model card
     skipped: list[dict] = field(default_factory=list)  # unreadable files: split, file, error
+    root: Path | None = None  # the local folder (or the generated demo) the splits were read from; None: the Hub
 
     def identity(self) -> dict:
-        """What the run trains and evaluates on, for the checkpoint's run signature: each split's size and its
-        `datasets` fingerprint. The fingerprint hashes the data files behind the split (for local files their
-        paths and modification times, for Hub files their ETags) and every transform applied since (the
-        --max-*-samples subset, dropped unreadable files), so adding, removing or editing a photo changes it."""
-        return {name: {"images": len(split), "fingerprint": split._fingerprint}
+        """What the run trains and evaluates on, for the checkpoint's run signature, per split: its size,
+        `content` and `fingerprint`, each over the rows actually used (the --max-*-samples subset, without
+        unreadable files). `content` leaves out where the data lies: for a local folder it hashes each image's
+        path within the folder, class, size and SHA-256 (`content_fingerprint`), so the folder may move or be copied
+        anew (new modification times) while an added, removed, relabelled or edited photo changes it; for a Hub
+        dataset it is `datasets`' fingerprint, which hashes the dataset's revision and cache-relative folder.
+        `fingerprint` is `datasets`' own, which for a local folder also hashes absolute paths and modification
+        times: what checkpoints written before `content` existed recorded (`checkpoint._split_key`)."""
+        return {name: {"images": len(split), "content": split._fingerprint if self.root is None else
+                       content_fingerprint(split, self.root, name), "fingerprint": split._fingerprint}
                 for name, split in (("train", self.train), ("eval", self.eval))}
+
+
+def _file_digest(example: dict) -> dict:
+    image = example["image"]
+    data = image["bytes"] if image["bytes"] is not None else Path(image["path"]).read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def content_fingerprint(dataset: Dataset, root: Path, split: str) -> str:
+    """SHA-256 over each row of a local folder's split, in order: the image's path relative to `root` (NFC, '/'),
+    its class, and its file's size and SHA-256. The file hashes are a `datasets` map, cached under the split's
+    own fingerprint (absolute paths, modification times): a run at the same place reads nothing, a moved or
+    re-staged folder is read once (~1 GB/s, beside the bad-file check's decode of every image)."""
+    raw = dataset.cast_column("image", ImageFeature(decode=False))
+    digests = raw.map(_file_digest, remove_columns=raw.column_names, desc=f"hashing {split} files")
+    names = dataset.features["label"].names
+    content = hashlib.sha256()
+    for image, label, size, digest in zip(raw["image"], raw["label"], digests["size"], digests["sha256"]):
+        path = unicodedata.normalize("NFC", Path(os.path.relpath(image["path"], root)).as_posix())
+        content.update(f"{path}\0{names[label]}\0{size}\0{digest}\n".encode())
+    return content.hexdigest()
 
 
 def example_file(dataset: Dataset, image_column: str = "image") -> str | None:
@@ -79,12 +111,17 @@ def drop_unreadable(dataset: Dataset, image_column: str, split: str, num_proc: i
     return dataset.select([i for i, error in enumerate(errors) if not error]), skipped
 
 
+def local_root(dataset: str) -> Path | None:
+    """The folder of a local dataset ('demo': the generated one, made if missing); None for a Hub dataset."""
+    if dataset == "demo":
+        return make_demo(default_demo_dir())
+    return Path(dataset).expanduser() if Path(dataset).expanduser().is_dir() else None
+
+
 def load_dataset_dict(cfg: TrainConfig) -> DatasetDict:
     """Every split of cfg.dataset (a Hub id, a local folder or 'demo'); images are decoded on access."""
-    if cfg.dataset == "demo":
-        return load_folder(make_demo(default_demo_dir()))
-    if Path(cfg.dataset).expanduser().is_dir():
-        return load_folder(Path(cfg.dataset).expanduser())
+    if (root := local_root(cfg.dataset)) is not None:
+        return load_folder(root)
     if not is_repo_id(cfg.dataset) or "@" in cfg.dataset:
         raise DatasetError(f"--dataset {cfg.dataset}: no such folder (in {Path.cwd()}), and not a Hub dataset "
                            f"id (org/name)")
@@ -120,10 +157,13 @@ def load_splits(cfg: TrainConfig) -> Splits:
         try:
             held_out = train.train_test_split(test_size=cfg.val_fraction, stratify_by_column=cfg.label_column,
                                               seed=cfg.seed)
-        except ValueError as e:  # fewer held-out images than classes
-            raise DatasetError(f"{cfg.dataset} has no validation/ or test/ folder and too few images for a "
-                               f"stratified {cfg.val_fraction:.0%} hold-out ({e}); add a validation/ folder or "
-                               f"raise --val-fraction") from None
+        except ValueError:
+            problem = holdout_problem(Counter(label_feature.names[i] for i in train[cfg.label_column]),
+                                      cfg.val_fraction)
+            if problem is None:
+                raise
+            raise DatasetError(f"{cfg.dataset} has no validation or test split, so a stratified "
+                               f"{cfg.val_fraction:g} of train is held out to evaluate on, but {problem}") from None
         train, evaluation = held_out["train"], held_out["test"]
         eval_split = f"stratified {cfg.val_fraction:.0%} hold-out of train (seed {cfg.seed})"
         logger.info("%s has no validation or test split: evaluating on a %s", cfg.dataset, eval_split)
@@ -158,7 +198,31 @@ def load_splits(cfg: TrainConfig) -> Splits:
                        len(label_feature.names), names)
     if len(evaluation) == 0:
         raise DatasetError(f"{cfg.dataset}: the {eval_split} split has no readable images")
-    return Splits(train, evaluation, list(label_feature.names), eval_split, skipped)
+    return Splits(train, evaluation, list(label_feature.names), eval_split, skipped, local_root(cfg.dataset))
+
+
+def holdout_problem(counts: Counter, fraction: float) -> str | None:
+    """Why a stratified hold-out of `fraction` cannot be drawn from a train split of `counts` (class -> images),
+    by the rules of datasets' `train_test_split` (`datasets.utils.stratify`: every class needs 2 images; the
+    held-out ceil(fraction * n) images and the n - that left must each number at least one per class), with what
+    would work; None if none of those rules is broken."""
+    n, k = sum(counts.values()), len(counts)
+    single = sorted(name for name, count in counts.items() if count < 2)
+    folder = "or put evaluation photos in a validation/ folder (train/<class>/ beside validation/<class>/)"
+    if single:
+        return (f"{len(single)} class(es) have a single image, which cannot be both trained on and held out: "
+                f"{', '.join(single)}. Add photos to them, {folder}")
+    held_out = math.ceil(fraction * n)
+    if held_out < k:
+        smallest = math.ceil(k / n * 100) / 100  # a round figure, when it still leaves k images to train on
+        smallest = smallest if n - math.ceil(smallest * n) >= k else k / n
+        return (f"{fraction:g} of its {n} images is {held_out}, fewer than its {k} classes: pass --val-fraction "
+                f"{smallest:g} or more (one image of each class), {folder}")
+    if n - held_out >= k:
+        return None
+    largest = math.floor((n - k) / n * 100) / 100
+    return (f"holding out {fraction:g} of its {n} images leaves {n - held_out} to train on, fewer than its {k} "
+            f"classes: pass --val-fraction {largest:g} or less, {folder}")
 
 
 def check_classes(dataset: str, found: list[str], model: str, expected: list[str], advice: str) -> None:

@@ -333,7 +333,7 @@ def make_demo(root: str | os.PathLike, *, train_per_class: int = 80, val_per_cla
     try:
         staging.mkdir()
         _write_images(staging, params)
-        (staging / MARKER).write_text(json.dumps(params, indent=2))
+        (staging / MARKER).write_text(json.dumps(params, indent=2, allow_nan=False))
         if not _is_complete(root, params):  # another process (say, another rank) may have won the race
             if root.exists():
                 shutil.rmtree(root)

@@ -18,10 +18,12 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.scheduler import CosineLRScheduler
 from tqdm.auto import tqdm
 
-from .checkpoint import Progress, save_checkpoint
+from .checkpoint import Progress, find_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .device_data import device_batches
+from .errors import DivergedError
 from .metrics import TOPK_ACCURACY
+from .model import nonfinite_tensors
 from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
 from .transforms import model_input
@@ -87,11 +89,16 @@ def updates_per_epoch(num_batches: int, grad_accum_steps: int) -> int:
 
 def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, scheduler, criterion, mixup,
                     cfg: TrainConfig, progress: Progress, checkpoint: Callable[[], None],
-                    stop: StopOnSignal | None = None) -> float:
+                    diverged: Callable[[str], DivergedError], stop: StopOnSignal | None = None) -> float:
     """One pass over `loader` (which may skip the batches a resumed epoch already did), updating `progress` in
     place and calling `checkpoint()` every cfg.checkpoint_every updates. Ends early, after an optimizer update,
     when `stop` says every process received (or was told of) a stop signal, except at the epoch's last update:
-    the epoch's evaluation and checkpoint come first there. Returns this process's images/s."""
+    the epoch's evaluation and checkpoint come first there. Returns this process's images/s.
+
+    Raises `diverged(what)`, before the optimizer steps, on a non-finite loss (in any precision: under autocast the
+    loss is computed in fp32, so it is the model's, not a range overflow of fp16) or, when clipping, a non-finite
+    gradient norm, which is the same on every process (the gradients are all-reduced). Not under fp16's
+    GradScaler: there an overflowing gradient is expected, and the scaler skips that step and lowers its scale."""
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     pretrained_cfg = accelerator.unwrap_model(model).pretrained_cfg  # the mean and std to normalise with
@@ -107,9 +114,15 @@ def train_one_epoch(accelerator: Accelerator, model, loader, optimizer, schedule
             images, targets = mixup(images, targets)
         with accelerator.accumulate(model):
             loss = criterion(model(images), targets)
+            if not torch.isfinite(loss):
+                raise diverged(f"the training loss is {loss.item()} at optimizer update "
+                               f"{progress.num_updates + 1} (epoch {progress.epoch + 1})")
             accelerator.backward(loss)
             if accelerator.sync_gradients and cfg.clip_grad:
-                accelerator.clip_grad_norm_(trainable, cfg.clip_grad)
+                norm = accelerator.clip_grad_norm_(trainable, cfg.clip_grad)
+                if accelerator.scaler is None and not torch.isfinite(norm):
+                    raise diverged(f"the gradient norm is {norm.item()} at optimizer update "
+                                   f"{progress.num_updates + 1} (epoch {progress.epoch + 1})")
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         seen += len(images)
@@ -183,18 +196,46 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
     """Train from `progress` (fresh or restored) to cfg.epochs with Mixup/CutMix, evaluating and checkpointing
     after every epoch. Returns the last evaluation's metrics, the epoch count, the optimizer update count and the
     training throughput (images/s over all processes); and that evaluation's (logits, labels), which the report
-    of the final model reuses instead of evaluating it again."""
+    of the final model reuses instead of evaluating it again.
+
+    A run that diverges stops where it shows (`train_one_epoch`; a non-finite evaluation loss; non-finite weights
+    about to be checkpointed) with one DivergedError line naming the update, the last checkpoint and what to try:
+    nothing non-finite is checkpointed, evaluated into metrics or exported."""
     mixup = create_mixup(cfg, num_classes)
     criterion = train_criterion(mixup, cfg.smoothing)
 
     # SIGTERM/SIGINT/SIGUSR1 (preemption, Ctrl-C) end the run after an optimizer update, with a checkpoint
     stop = StopOnSignal(accelerator)
 
+    def diverged(what: str) -> DivergedError:
+        last = find_checkpoint("auto", checkpoints)
+        where = (f"the last checkpoint, {last}, holds the weights from before it" if last else
+                 "no checkpoint was written before it")
+        clip = (f"keep gradient clipping on (--clip-grad {cfg.clip_grad:g})" if cfg.clip_grad else
+                "turn gradient clipping on (--clip-grad 1.0)")
+        fp16 = (", or --mixed-precision bf16 where the hardware has it (fp16 overflows above 65,504)"
+                if accelerator.mixed_precision == "fp16" else "")
+        return DivergedError(f"training diverged: {what}. Nothing was exported; {where}. Try a lower --lr (now "
+                             f"{cfg.lr:g}) and {clip}{fp16}; a changed setting starts afresh (a checkpoint resumes "
+                             f"only with the same settings)")
+
     def checkpoint() -> Path:
+        unwrapped = accelerator.unwrap_model(model)
+        if bad := nonfinite_tensors(unwrapped):
+            raise diverged(f"{len(bad)} of {len(unwrapped.state_dict())} weight tensors (e.g. {bad[0]}) are "
+                           f"non-finite after optimizer update {progress.num_updates}")
         with stop.saving():
             path = save_checkpoint(accelerator, checkpoints, progress, cfg.keep_checkpoints)
         logger.info(f"checkpoint {path}")
         return path
+
+    def evaluate(epoch: int) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+        evaluation = evaluate_logits(accelerator, model, eval_loader)
+        metrics = score_logits([evaluation])
+        if not math.isfinite(metrics["eval_loss"]):
+            raise diverged(f"the evaluation loss after epoch {epoch} (optimizer update {progress.num_updates}) is "
+                           f"{metrics['eval_loss']}")
+        return metrics, evaluation
 
     metrics, evaluation = {}, None
     with stop:
@@ -207,14 +248,13 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
                 else train_loader
             start, batches_before = time.perf_counter(), progress.batches_done
             images_per_second = train_one_epoch(accelerator, model, loader, optimizer, scheduler, criterion, mixup,
-                                                cfg, progress, checkpoint, stop)
+                                                cfg, progress, checkpoint, diverged, stop)
             progress.train_seconds += time.perf_counter() - start
             progress.train_images += (progress.batches_done - batches_before) * cfg.batch_size * \
                 accelerator.num_processes
             if progress.batches_done < len(train_loader):  # stopped by a signal: the same as a periodic checkpoint
                 raise stop.preempted(checkpoint(), progress.num_updates)
-            evaluation = evaluate_logits(accelerator, model, eval_loader)
-            metrics = score_logits([evaluation])
+            metrics, evaluation = evaluate(progress.epoch + 1)
             logger.info(f"epoch {progress.epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
                         f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
             accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": progress.epoch + 1},
@@ -225,8 +265,7 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
             if stop.requested(now=True):  # a signal at the epoch's last update or during its evaluation
                 raise stop.preempted(path, progress.num_updates)
     if evaluation is None:  # resumed from the last epoch's checkpoint: the run had only the export left to do
-        evaluation = evaluate_logits(accelerator, model, eval_loader)
-        metrics = score_logits([evaluation])
+        metrics, evaluation = evaluate(progress.epoch)
     return metrics | {"epoch": cfg.epochs, "optimizer_updates": progress.num_updates, "history": progress.history,
                       "train_images_per_second": round(progress.train_images / max(progress.train_seconds, 1e-9),
                                                        2)}, evaluation

@@ -11,7 +11,10 @@ FileNotFoundError), so `except ValueError` in a caller's code keeps working.
 
 
 class UserError(Exception):
-    """A failure the user caused and can fix; its message says how. Printed in one line by `cli.run`."""
+    """A failure the user caused and can fix; its message says how. Printed in one line by `cli.run`, which then
+    exits with `exit_status`."""
+
+    exit_status = 2  # argparse's status for a bad command line
 
 
 class UsageError(UserError, ValueError):
@@ -37,6 +40,15 @@ class CheckpointError(UserError, ValueError):
 
 class StorageError(UserError, ValueError):
     """A folder that cannot be written, or has no room; the message names it and what to do."""
+
+
+class DivergedError(UserError, FloatingPointError):
+    """Training met a non-finite loss, gradient norm or evaluation loss, or a model holds non-finite weights: the
+    message names where, the last checkpoint with finite weights and what to try. Its own exit status, 3, because
+    unlike most failures of status 2 (a bad flag, a full disk, the Hub unreachable) it comes back on every retry:
+    `--resume auto` restarts from the same state, so a scheduler should not requeue it (docs/training.md)."""
+
+    exit_status = 3
 
 
 class HubError(UserError, RuntimeError):

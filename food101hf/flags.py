@@ -99,7 +99,9 @@ def build_parser(cls, description: str | None = None, prog: str | None = None) -
 
 
 def load_yaml(cls, path: str | Path) -> dict:
-    """Read a preset and check its keys (dashes or underscores) against the dataclass."""
+    """Read a preset and check its keys (dashes or underscores) against the dataclass. A folder written as
+    ``{path: P}`` (how a run's train_config.yaml records one, `outputs.record_folders`) is P from the preset's own
+    folder; ``{name: N}`` (recorded by name only) is N."""
     with open(path, encoding="utf-8") as f:
         raw = yaml.safe_load(f) or {}
     if not isinstance(raw, dict):
@@ -109,6 +111,9 @@ def load_yaml(cls, path: str | Path) -> dict:
     unknown = sorted(set(values) - set(valid))
     if unknown:
         raise ConfigError(f"{path}: unknown config key(s) {', '.join(unknown)}. Valid keys: {', '.join(valid)}")
+    for key, value in values.items():  # a folder as a recorded recipe names it
+        if isinstance(value, dict) and set(value) in ({"path"}, {"name"}):
+            values[key] = str(Path(path).parent / value["path"]) if "path" in value else value["name"]
     return values
 
 

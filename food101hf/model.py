@@ -11,7 +11,7 @@ from timm.optim import create_optimizer_v2, list_optimizers
 from timm.utils.model import freeze as timm_freeze
 
 from .config import TrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, DivergedError
 from .hub_access import hub_errors
 from .outputs import trained_folder
 from .transforms import model_input
@@ -55,8 +55,22 @@ def create_model(cfg: TrainConfig, num_classes: int, init: str | None = None) ->
 
 def load_trained(ref: str | Path) -> torch.nn.Module:
     """A model written by train.py or polish.py (see `outputs.trained_folder`), with its labels in
-    ``pretrained_cfg["label_names"]`` and its served input size and crop in ``pretrained_cfg``."""
-    return timm.create_model(f"local-dir:{trained_folder(ref)}", pretrained=True)
+    ``pretrained_cfg["label_names"]`` and its served input size and crop in ``pretrained_cfg``. Raises
+    DivergedError if a weight holds a NaN or an infinity (a diverged run's export, from before food101hf refused
+    to write one): its every prediction would be NaN."""
+    model = timm.create_model(f"local-dir:{trained_folder(ref)}", pretrained=True)
+    if bad := nonfinite_tensors(model):
+        raise DivergedError(f"{ref}: {len(bad)} of {len(model.state_dict())} weight tensors (e.g. {bad[0]}) hold "
+                            f"NaN or infinite values; the run that wrote it diverged: retrain it (a lower --lr, "
+                            f"gradient clipping on)")
+    return model
+
+
+def nonfinite_tensors(model: torch.nn.Module) -> list[str]:
+    """The names of the floating-point tensors of `model`'s state dict (weights and BatchNorm statistics) that
+    hold a NaN or an infinity; ~10 ms for ResNet-18 on a CPU."""
+    return [name for name, tensor in model.state_dict().items()
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
 
 
 def freeze(model: torch.nn.Module, module_names: list[str]) -> None:

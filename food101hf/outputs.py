@@ -12,6 +12,8 @@ huggingface_hub's cache (`trained_folder`); nothing downloaded is ever unpickled
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 import platform
 import subprocess
 import sys
@@ -20,7 +22,6 @@ from pathlib import Path
 
 import yaml
 
-from .config import local_dataset
 from .demo import default_demo_dir
 from .errors import ConfigError, ModelNotFoundError
 from .folders import image_files, is_hidden
@@ -57,28 +58,84 @@ def versions() -> dict[str, str]:
 
 
 def save_config(cfg, path: str | Path) -> None:
-    """Write the resolved config, reloadable with --config; provenance goes in the header comments."""
+    """Write the resolved config, reloadable with --config; provenance goes in the header comments; local folders
+    relative to the file's own folder (`record_folders`)."""
     header = [f"# written by: {' '.join(Path(sys.argv[0]).name.split())} (git {_git_revision()})"]
     header += [f"# {name} {version}" for name, version in versions().items()]
-    body = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
-    Path(path).write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+    _write_recipe(Path(path), header, record_folders(dataclasses.asdict(cfg), Path(path).parent, Path.cwd()))
+
+
+def _write_recipe(path: Path, header: list[str], recipe: dict) -> None:
+    body = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+    path.write_text("\n".join(header) + "\n" + body, encoding="utf-8")
+
+
+def copy_recipe(source: Path, target: Path, folder: Path | None = None) -> None:
+    """Write the recorded recipe `source` (header comments kept) as `target`, its local folders recorded relative
+    to `folder` (by default `target`'s): polish.py's base_config.yaml, and the recipes a push publishes."""
+    text = source.read_text(encoding="utf-8")
+    header = list(itertools.takewhile(lambda line: line.startswith("#"), text.splitlines()))
+    _write_recipe(target, header, record_folders(yaml.safe_load(text), folder or target.parent, source.parent))
 
 
 def read_recipes(folder: Path) -> tuple[dict, dict | None]:
-    """(train_config.yaml, base_config.yaml or None) of an output folder."""
-    recipe = yaml.safe_load((folder / "train_config.yaml").read_text())
+    """(train_config.yaml, base_config.yaml or None) of an output folder, local folders as a recipe written now
+    records them (a folder written by an earlier food101hf holds absolute paths)."""
+    recipe = record_folders(yaml.safe_load((folder / "train_config.yaml").read_text()), folder, folder)
     base_file = folder / "base_config.yaml"
-    return recipe, yaml.safe_load(base_file.read_text()) if base_file.is_file() else None
+    base = record_folders(yaml.safe_load(base_file.read_text()), folder, folder) if base_file.is_file() else None
+    return recipe, base
 
 
-def recorded_dataset(dataset: str, recipe: Path) -> str:
-    """The dataset a recorded recipe (`recipe`, a train_config.yaml) names, for a run that reuses it: a local
-    folder is recorded as an absolute path (`config.parse_config`), so it is local wherever it is read from;
-    raises ConfigError if that folder is not on this machine rather than looking for it on the Hub."""
-    if Path(dataset).is_absolute() and not Path(dataset).is_dir():
-        raise ConfigError(f"{recipe} records the local dataset folder {dataset}, which is not on this machine: "
+# ---- local folders a recipe names ----
+
+LOCAL_FIELDS = ("dataset", "init")  # the recipe fields that can name a folder of the training machine
+
+
+def local_folder(value, recipe_folder: Path) -> Path | None:
+    """The folder on this machine that a LOCAL_FIELDS value of a recipe in `recipe_folder` names, or None: a Hub
+    id, 'demo', a folder recorded by name only, or one that is not here."""
+    path = None
+    if isinstance(value, dict) and "path" in value:
+        path = recipe_folder / value["path"]
+    elif isinstance(value, str) and dataset_kind(value) == "local":
+        path = recipe_folder / Path(value).expanduser()  # an absolute path (recipes before relative ones) stays
+    return path.resolve() if path is not None and path.is_dir() else None
+
+
+def record_folders(recipe: dict, folder: Path, source: Path) -> dict:
+    """`recipe`, whose LOCAL_FIELDS were written relative to `source`, as a recipe in `folder` records them: a local
+    folder as {"path": P}, P relative to `folder` ("../data/my_food"), or as {"name": N} when it is not on this
+    machine or shares no folder with `folder` below the filesystem's root. So a recipe, which is published with
+    the model, names no path of the training machine, and still finds the folder while the two keep their places
+    relative to each other (moved together, or the output folder moved within its parent folder)."""
+    recorded = dict(recipe)
+    for key in LOCAL_FIELDS:
+        value = recipe.get(key)
+        if not isinstance(value, (str, dict)) or dataset_kind(value) != "local" or (isinstance(value, dict) and
+                                                                                   source == folder):
+            continue
+        path, here = local_folder(value, source), folder.resolve()
+        if path is None or Path(os.path.commonpath([path, here])) == Path(here.anchor):
+            recorded[key] = {"name": path.name if path else dataset_name(value)}
+        else:
+            recorded[key] = {"path": Path(os.path.relpath(path, here)).as_posix()}
+    return recorded
+
+
+def recorded_dataset(dataset, recipe: Path) -> str:
+    """The dataset a recorded recipe (`recipe`, a train_config.yaml) names, for a run that reuses it: a Hub id or
+    'demo' as is, a local folder as an absolute path; raises ConfigError if that folder is not on this machine
+    rather than looking for it on the Hub."""
+    if dataset_kind(dataset) != "local":
+        return dataset
+    path = local_folder(dataset, recipe.parent)
+    if path is None:
+        where = (f"{dataset['path']} (from its folder)" if isinstance(dataset, dict) and "path" in dataset else
+                 f"`{dataset_name(dataset)}`")
+        raise ConfigError(f"{recipe} records the local dataset folder {where}, which is not on this machine: "
                           f"pass --dataset")
-    return local_dataset(dataset)
+    return str(path)
 
 
 def dataset_kind(dataset) -> str:
@@ -93,7 +150,7 @@ def dataset_name(dataset) -> str:
     kind = dataset_kind(dataset)
     if kind != "local":
         return dataset
-    path = dataset.get("path", "") if isinstance(dataset, dict) else str(dataset)
+    path = (dataset.get("path") or dataset.get("name", "")) if isinstance(dataset, dict) else str(dataset)
     return Path(path).name or "a local image folder"
 
 
@@ -132,12 +189,9 @@ def example_images(folder: Path, limit: int = EXAMPLES_PER_PAGE) -> list[str]:
     if not recipe_file.is_file():
         return []
     dataset = yaml.safe_load(recipe_file.read_text()).get("dataset")
-    if dataset_kind(dataset) == "hub":
+    root = default_demo_dir() if dataset == "demo" else local_folder(dataset, folder)
+    if root is None:
         return []
-    if dataset == "demo":
-        root = default_demo_dir()
-    else:
-        root = Path(dataset["path"] if isinstance(dataset, dict) else dataset).expanduser()
     split = next((root / s for s in ("validation", "test", "train") if (root / s).is_dir()), None)
     if split is None:
         return []

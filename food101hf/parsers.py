@@ -5,6 +5,7 @@ train.py's and polish.py's come from their config dataclasses (`food101hf.flags`
 
 from __future__ import annotations
 
+import argparse
 import ast
 from pathlib import Path
 
@@ -16,6 +17,17 @@ def _docstring(module: str) -> str:
     """A module's docstring, read without importing the module (and the libraries it imports)."""
     return ast.get_docstring(ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")),
                              clean=False).strip("\n")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (`--batch-size 0` would do no work and say nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def report_parser() -> ArgumentParser:
@@ -32,12 +44,14 @@ def report_parser() -> ArgumentParser:
                                                               "sizes, duplicates and unreadable files per split")
     options.add_argument("--split", help="split to evaluate; default: validation or test, else the stratified "
                                          "hold-out train.py used (set by --val-fraction and --seed)")
-    options.add_argument("--image-size", type=int, help="evaluation resolution; default: the model's own")
+    options.add_argument("--image-size", type=positive_int, help="evaluation resolution; default: the model's own")
     options.add_argument("--tta", action="store_true", help="average the logits over each image and its mirror")
-    options.add_argument("--batch-size", type=int, default=64, help="images per process per step (default: 64)")
+    options.add_argument("--batch-size", type=positive_int, default=64,
+                         help="images per process per step (default: 64)")
     options.add_argument("--num-workers", type=int, default=defaults.num_workers,
                          help=f"DataLoader worker processes (default: {defaults.num_workers})")
-    options.add_argument("--max-eval-samples", type=int, help="evaluate only a seeded random N images; default: all")
+    options.add_argument("--max-eval-samples", type=positive_int,
+                         help="evaluate only a seeded random N images; default: all")
     options.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                          help=f"as in train.py (default: {defaults.val_fraction})")
     options.add_argument("--seed", type=int, default=defaults.seed, help=f"as in train.py (default: {defaults.seed})")
@@ -57,7 +71,8 @@ PREDICT_EPILOG = """output:
 exit status:
   0  every image answered
   1  some inputs could not be read (each named on stderr)
-  2  a bad flag, or the model cannot be loaded (one line on stderr)"""
+  2  a bad flag (a --device this machine lacks too), or the model cannot be loaded (one line on stderr)
+  3  the model's weights hold NaN or infinite values: the run that wrote it diverged (one line on stderr)"""
 
 
 def predict_parser() -> ArgumentParser:
@@ -68,9 +83,10 @@ def predict_parser() -> ArgumentParser:
     required.add_argument("--model", required=True, help="folder written by train.py/polish.py, or Hub repo id "
                                                          "org/name[@revision]")
     required.add_argument("inputs", nargs="+", metavar="FILES_OR_FOLDERS", help="image files, or folders of them")
-    options.add_argument("--top-k", type=int, default=5, help="predictions per image, best first (default: 5)")
-    options.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
-    options.add_argument("--device", help="e.g. cpu, cuda, cuda:1; default: cuda if available, else cpu")
+    options.add_argument("--top-k", type=positive_int, default=5, help="predictions per image, best first (default: 5)")
+    options.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default: 32)")
+    options.add_argument("--device", help="e.g. cpu, cuda, cuda:1; default: cuda if available, else cpu (one that "
+                                           "is not here is refused, naming those that are)")
     options.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
                          help="autocast dtype; auto: bf16 where the hardware has it, else fp32 (default: auto)")
     options.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import math
+import numbers
 import os
 import sys
 import types
@@ -48,7 +49,7 @@ from .folders import ignored_line, image_files
 from .images import load_pixels
 from .model import load_trained
 from .parsers import predict_parser
-from .runtime import cpu_has_native_bf16, keep_freed_memory, set_num_threads
+from .runtime import cpu_has_native_bf16, keep_freed_memory, resolve_device, set_num_threads
 from .transforms import ImageTransform, model_input
 
 SINGLE = (str, Path, Image.Image, bytes, bytearray, np.ndarray)
@@ -56,8 +57,14 @@ ERRORS = ("raise", "skip")
 logger = logging.getLogger(__name__)
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
+def _check_count(name: str, value, none: str = "") -> None:
+    """Raise UsageError naming the argument unless `value` is a positive integer (or None, when `none` says what
+    None means)."""
+    if value is None and none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise UsageError(f"{name} must be a positive integer{f', or None for {none}' if none else ''}; got "
+                         f"{value!r}")
 
 
 def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -82,10 +89,15 @@ class Predictor:
 
     def __init__(self, model: str | Path, device: str | torch.device | None = None, batch_size: int = 32,
                  tta: bool = False, precision: str = "auto", num_threads: int | None = None):
-        self.device = _resolve_device(device)
+        # every argument is checked before the model loads: UsageError (a ValueError) naming the one that is wrong
+        self.device = resolve_device(device)
+        self.dtype = _resolve_precision(precision, self.device)
+        _check_count("batch_size", batch_size)
+        _check_count("num_threads", num_threads, none="all cores")
+        if not isinstance(tta, bool):
+            raise UsageError(f"tta must be True or False, got {tta!r}")
         if self.device.type == "cpu":
             keep_freed_memory()  # a third faster CPU inference: see food101hf.runtime
-        self.dtype = _resolve_precision(precision, self.device)
         self.batch_size, self.tta = batch_size, tta
         self.num_threads = num_threads or os.cpu_count() or 1
         self.model = load_trained(model).eval().to(self.device, memory_format=torch.channels_last)
@@ -121,7 +133,8 @@ class Predictor:
     def stream(self, images: Iterable, top_k: int | None = 5) -> Iterator[list[dict] | ImageError]:
         """Each image's predictions in input order, or the ImageError of an image that could not be read; the
         others are still answered. Holds at most two batches in memory."""
-        _check_top_k(top_k)
+        _check_count("top_k", top_k, none="every class")
+
         def submit(pool, chunk):
             return [pool.submit(self.preprocess, image) for image in chunk]
 
@@ -186,11 +199,6 @@ def _as_dict(predictions: list[dict] | None) -> dict[str, float] | None:
     return None if predictions is None else {p["label"]: p["score"] for p in predictions}
 
 
-def _check_top_k(top_k) -> None:
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise UsageError(f"top_k must be a positive integer, or None for every class; got {top_k!r}")
-
-
 def _take(iterator: Iterator, n: int) -> list:
     return [item for _, item in zip(range(n), iterator)]
 
@@ -245,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(str(result))
             print(f"error: {result}", file=sys.stderr, flush=True)
         else:
-            print(json.dumps({"file": str(path), "predictions": result}, ensure_ascii=False), flush=True)
+            print(json.dumps({"file": str(path), "predictions": result}, ensure_ascii=False, allow_nan=False),
+                  flush=True)
     return 1 if failed else 0
 
 

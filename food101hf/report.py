@@ -123,7 +123,7 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     per_class, pairs = per_class_table(confusion, label_names), confused_pairs(confusion, label_names)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     _write_csv(out_dir / "per_class.csv", PER_CLASS_FIELDS, per_class)
     _write_csv(out_dir / "confused_pairs.csv", PAIR_FIELDS, pairs)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shlex
-import shutil
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -22,7 +21,7 @@ from .checkpoint import check_resume, checkpoint_root
 from .config import TrainConfig
 from .data import Splits, example_file
 from .engine import create_accelerator
-from .outputs import save_config
+from .outputs import copy_recipe, save_config
 from .publish import push_run, write_outputs
 from .runtime import Threads, describe_hardware, keep_freed_memory, set_num_threads
 from .storage import check_output_dir, room_warning
@@ -63,7 +62,7 @@ def write_recipe(accelerator: Accelerator, cfg: TrainConfig, out: Path, base_rec
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train_config.yaml")
         if base_recipe is not None:
-            shutil.copyfile(base_recipe, out / "base_config.yaml")
+            copy_recipe(base_recipe, out / "base_config.yaml")
 
 
 def export_run(accelerator: Accelerator, cfg: TrainConfig, model, splits: Splits, label_names: list[str], out: Path,

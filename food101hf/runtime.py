@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from .errors import UsageError
+
 # glibc mallopt parameters (malloc.h)
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 
@@ -92,6 +94,35 @@ class Threads:
     count: int  # torch intra-op threads for this process
     reason: str  # where the count comes from, for the log
     launcher_default: bool = False  # the count replaces an OMP_NUM_THREADS a launcher chose on its own
+
+
+def devices_here() -> list[str]:
+    """The devices this machine has: the CPU and each device of torch's accelerator (CUDA, MPS, XPU...)."""
+    import torch  # not at import: see this module's docstring
+
+    if not torch.accelerator.is_available():
+        return ["cpu"]
+    kind = torch.accelerator.current_accelerator().type
+    return ["cpu"] + [f"{kind}:{index}" for index in range(torch.accelerator.device_count())]
+
+
+def resolve_device(device):
+    """`device` (a name such as 'cuda:1', an index, a torch.device; None: cuda if available, else cpu) as a
+    torch.device; raises UsageError, listing `devices_here`, for a name torch does not know ('gpu') or a device
+    this machine lacks ('cuda' without a GPU)."""
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    here = devices_here()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"device {device!r} is not a torch device name (e.g. cpu, cuda, cuda:1, mps); devices "
+                         f"here: {', '.join(here)}") from None
+    if resolved.type != "cpu" and f"{resolved.type}:{resolved.index or 0}" not in here:
+        raise UsageError(f"device {device!r} is not present on this machine; devices here: {', '.join(here)}")
+    return resolved
 
 
 def usable_cores() -> int:

@@ -9,7 +9,8 @@ MODEL is a model repo on the Hub (`org/name`, `org/name@revision`) or an output 
     app.py            runs `food101hf.app` on the model repo
     food101hf/        the modules of this package the app imports (`app_modules`; it is not on PyPI)
     requirements.txt  food101hf's dependencies pinned to the versions installed here
-    examples/         one validation image per class (up to 10) when the model's dataset is on this machine
+    examples/         one validation image per class (up to 10) when the model's dataset is on this machine (a
+                      local dataset: from the output folder, whose recipe locates it; not from a repo id)
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
     check_output_dir(folder, model_name, keep)   before any work: writable, room for the export + one checkpoint
     staged_writes(folder, advice)                 files written into a hidden temporary folder, moved into place
+    normal_mode(path)                             the mode a plain write gives, whatever the writer gave
     storage_failure(error, folder)                the disk's reason for an error, or None when it is not the disk's
 
 A full disk does not always surface as OSError: torch's serializer raises RuntimeError ("unexpected pos",
@@ -113,6 +114,22 @@ def storage_failure(error: BaseException, folder: str | Path) -> str | None:
     return f"the disk is full: {human(free)} free" if free < NEARLY_FULL else None
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the one way to read it (Python has no getumask before 3.14); set straight back
+    os.umask(mask)
+    return mask
+
+
+def normal_mode(path: Path) -> None:
+    """Give `path` (a file, or a folder and everything in it) the mode a plain open() or mkdir() gives: 0o666 or
+    0o777 less the umask (typically 0o644/0o755, readable by colleagues on a shared disk). Writers that stage
+    through a private temporary file create 0o600 (safetensors 0.8 does, like `tempfile.mkstemp`; so does
+    `tempfile.mkdtemp`, 0o700), and `os.replace` keeps the mode of what it moves."""
+    umask = _umask()
+    for item in [path, *sorted(path.rglob("*"))] if path.is_dir() else [path]:
+        os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 def failed_file(error: BaseException, stage: Path) -> Path | None:
     """The file a write failed on: the error's own filename, else the file in `stage` written last."""
     if isinstance(error, OSError) and error.filename:
@@ -124,7 +141,8 @@ def failed_file(error: BaseException, stage: Path) -> Path | None:
 @contextlib.contextmanager
 def staged_writes(folder: str | Path, advice: str, files: str = "files"):
     """Yield a hidden temporary folder inside `folder` to write files into; when the block ends they are moved
-    into `folder` one by one (`os.replace`: a file there is either its old or its new version, never partial).
+    into `folder` one by one (`os.replace`: a file there is either its old or its new version, never partial),
+    with the umask's normal mode (`normal_mode`).
     If the block fails, the temporary folder is removed at once and a storage failure becomes one StorageError
     naming the file (or, when the writer left none behind, `files`: what the block writes), the cause and
     `advice`; the files already in `folder` are untouched."""
@@ -135,6 +153,7 @@ def staged_writes(folder: str | Path, advice: str, files: str = "files"):
         stage = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
         yield stage
         for file in sorted(stage.iterdir()):
+            normal_mode(file)
             os.replace(file, folder / file.name)
     except Exception as e:
         cause = storage_failure(e, folder)

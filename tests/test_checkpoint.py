@@ -93,3 +93,42 @@ def test_a_resume_with_other_settings_is_refused_from_progress_json_before_anyth
     assert "image_size: checkpoint 32, now 48" in str(error.value)
     with pytest.raises(CheckpointError, match="num_processes: checkpoint 1, now 2"):
         check_resume(TrainConfig(dataset="food", image_size=32, resume="auto"), tmp_path, 2)
+
+
+def content(train: str, images: int = 32) -> dict:
+    """A data identity as this version records it: content, and datasets' location-bound fingerprint."""
+    return {"train": {"images": images, "content": train, "fingerprint": f"where-{train}"},
+            "eval": {"images": 9, "content": "e", "fingerprint": "where-e"}}
+
+
+def test_a_local_dataset_that_moved_resumes_by_content_and_later_checkpoints_record_the_new_place(checkpointable,
+                                                                                                tmp_path):
+    accelerator, _ = checkpointable
+    saved = run_signature(TrainConfig(dataset="/scratch/job-1001/data"), ["a", "b"], 1, content("c1"))
+    path = save_checkpoint(accelerator, tmp_path, Progress(saved, num_updates=1), keep=1)
+    moved = {**content("c1"), "train": {**content("c1")["train"], "fingerprint": "where-now"}}  # same photos
+    now = run_signature(TrainConfig(dataset="/scratch/job-1002/data"), ["a", "b"], 1, moved)
+    check_resume(TrainConfig(dataset="/scratch/job-1002/data", resume="auto"), tmp_path, 1)  # before data loads
+    assert load_checkpoint(accelerator, path, now).signature == now
+    for other in (content("c2"), content("c1", images=31)):  # other photos: refused, naming the split
+        with pytest.raises(CheckpointError, match=r"comes from other data \(train split: checkpoint 32 images "
+                                                  r"\(content c1\), now 3[12] \(content c[12]\)\)"):
+            load_checkpoint(accelerator, path, run_signature(TrainConfig(dataset="/x"), ["a", "b"], 1, other))
+    with pytest.raises(CheckpointError, match="dataset: checkpoint '/scratch/job-1001/data', now 'org/food'"):
+        check_resume(TrainConfig(dataset="org/food", resume="auto"), tmp_path, 1)  # a folder is not a Hub id
+
+
+def test_a_checkpoint_from_before_content_identity_still_resumes_where_nothing_changed(checkpointable, tmp_path):
+    """progress.json of an earlier food101hf: the absolute dataset path, and each split's size and datasets'
+    fingerprint only."""
+    accelerator, _ = checkpointable
+    old = run_signature(TrainConfig(dataset="/home/me/food"), ["a", "b"], 1, DATA)
+    path = save_checkpoint(accelerator, tmp_path, Progress(old, num_updates=1), keep=1)
+    assert "content" not in json.loads((path / "progress.json").read_text())["signature"]["data"]["train"]
+    same = {split: found | {"content": "new"} for split, found in DATA.items()}
+    now = run_signature(TrainConfig(dataset="/home/me/food"), ["a", "b"], 1, same)
+    assert load_checkpoint(accelerator, path, now).signature == now
+    edited = {**same, "train": {**same["train"], "fingerprint": "a2"}}
+    with pytest.raises(CheckpointError, match=r"train split: checkpoint 32 images \(fingerprint a1\), now 32 "
+                                              r"\(fingerprint a2\)"):
+        load_checkpoint(accelerator, path, run_signature(TrainConfig(dataset="/home/me/food"), ["a", "b"], 1, edited))

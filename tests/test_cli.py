@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, run_script
 from hub_server import HubServer
@@ -87,8 +88,25 @@ def test_a_mistyped_local_model_is_not_reported_as_a_hub_problem(image_folder, t
      "(`python -m food101hf.predict --help` lists the flags)"),
     (["-m", "food101hf.hub", "push", "nowhere", "org/name"],
      "nowhere has no model.safetensors: push a folder written by train.py or polish.py"),
+    # a count that cannot work: refused before torch loads (it printed nothing and exited 0, "all answered")
+    *[(["-m", "food101hf.predict", "--model", "m", flag, value, "photo.jpg"],
+       f"argument {flag}: must be a positive integer, got '{value}' (`python -m food101hf.predict --help` lists "
+       f"the flags)") for flag, value in [("--batch-size", "0"), ("--batch-size", "-2"), ("--top-k", "0"),
+                                          ("--batch-size", "2.5")]],
+    (["-m", "food101hf.report", "--dataset", "demo", "--batch-size", "0"],
+     "argument --batch-size: must be a positive integer, got '0' (`python -m food101hf.report --help` lists the "
+     "flags)"),
+    # a device that is not a device name, or not on this machine: said before the model loads (were tracebacks)
+    (["-m", "food101hf.predict", "--model", "m", "--device", "gpu", "photo.jpg"],
+     "device 'gpu' is not a torch device name (e.g. cpu, cuda, cuda:1, mps); devices here: cpu"),
+    (["-m", "food101hf.predict", "--model", "m", "--device", "cuda:99", "photo.jpg"],
+     "device 'cuda:99' is not present on this machine; devices here: cpu"),
+    (["-m", "food101hf.predict", "--model", "m", "--device", "cuda", "photo.jpg"],
+     "device 'cuda' is not present on this machine; devices here: cpu"),
 ])
 def test_every_entry_point_ends_a_flag_error_in_one_line(command, message, tmp_path):
+    if "--device" in command and torch.accelerator.is_available():
+        pytest.skip("the devices listed are this machine's: the expected messages are a CPU-only machine's")
     assert one_line_error(run_script(*command, "--output-dir", str(tmp_path / "out"))
                           if command[0] == "polish.py" else run_script(*command)) == message
     assert not (tmp_path / "out").exists()
@@ -202,3 +220,25 @@ def test_a_bug_in_a_real_command_shows_its_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "ValueError: invalid literal for int()" in result.stderr
     assert "error: " not in result.stderr
+
+
+def test_the_hub_clients_request_log_is_muted():
+    """huggingface_hub 2.4 sends its requests through httpx2, which logs each one at INFO, as httpx did."""
+    import logging
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from food101hf.cli import setup_logging
+
+    setup_logging()
+    heard = []
+    handler = logging.Handler()
+    handler.emit = heard.append
+    logging.getLogger("httpx2").addHandler(handler)
+    try:
+        with HubServer(token="hf_x") as hub, pytest.raises(RepositoryNotFoundError):
+            HfApi(endpoint=hub.url, token=False).model_info("food/none")
+    finally:
+        logging.getLogger("httpx2").removeHandler(handler)
+    assert [record.getMessage() for record in heard if record.levelno < logging.WARNING] == []

@@ -3,7 +3,7 @@ import yaml
 
 from food101hf.config import PolishConfig, TrainConfig, parse_config
 from food101hf.errors import ConfigError, UsageError
-from food101hf.outputs import save_config
+from food101hf.outputs import read_recipes, recorded_dataset, save_config
 
 
 def test_defaults_are_the_food101_recipe():
@@ -100,6 +100,25 @@ def test_a_local_dataset_folder_is_recorded_as_an_absolute_path(image_folder, mo
     assert parse_config(TrainConfig, ["--dataset", "food"]).dataset == str(image_folder.resolve())
     assert parse_config(TrainConfig, ["--dataset", "ethz/food101"]).dataset == "ethz/food101"
     assert parse_config(TrainConfig, ["--dataset", "demo"]).dataset == "demo"
+
+
+def test_a_recipe_records_its_local_dataset_relative_to_itself_and_reloads_from_anywhere(image_folder, tmp_path,
+                                                                                         monkeypatch):
+    monkeypatch.chdir(image_folder.parent)
+    out = tmp_path / "outputs" / "run"
+    out.mkdir(parents=True)
+    save_config(parse_config(TrainConfig, ["--dataset", "food"]), out / "train_config.yaml")
+    text = (out / "train_config.yaml").read_text()
+    assert yaml.safe_load(text)["dataset"] == {"path": "../../food"} and str(tmp_path) not in text
+    monkeypatch.chdir(out)  # `--config` reads it relative to the recipe's folder, not the working directory
+    assert parse_config(TrainConfig, ["--config", str(out / "train_config.yaml")]).dataset == str(image_folder)
+    moved = tmp_path.rename(tmp_path.with_name(f"{tmp_path.name}-moved"))  # data and outputs move together
+    recipe = moved / "outputs" / "run" / "train_config.yaml"
+    assert recorded_dataset(read_recipes(recipe.parent)[0]["dataset"], recipe) == str(moved / "food")  # polish.py
+    (moved / "food").rename(moved / "elsewhere")
+    with pytest.raises(ConfigError, match=r"train_config.yaml records the local dataset folder ../../food \(from its "
+                                          r"folder\), which is not on this machine: pass --dataset"):
+        recorded_dataset(read_recipes(recipe.parent)[0]["dataset"], recipe)
 
 
 def test_none_for_optional_fields_and_freeze_none():

@@ -1,6 +1,10 @@
+import os
+import shutil
+import unicodedata
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from conftest import CLASSES, DATA_CONFIG, write_image_folder
 from food101hf.config import TrainConfig
@@ -37,10 +41,47 @@ def test_max_samples_limit_both_splits(image_folder):
     assert (len(splits.train), len(splits.eval)) == (5, 2)
 
 
-def test_too_small_for_a_hold_out_is_a_clear_error(tmp_path):
-    write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
-    with pytest.raises(DatasetError, match="add a validation/ folder"):
+VALIDATION_ADVICE = "or put evaluation photos in a validation/ folder (train/<class>/ beside validation/<class>/)"
+
+
+def test_a_class_too_small_to_split_is_named_and_the_advice_works(tmp_path):
+    write_image_folder(tmp_path / "d", ["pizza", "ramen"], 5)  # a flat folder: all of it is train
+    write_image_folder(tmp_path / "d", ["sushi"], 1, seed=1)
+    with pytest.raises(DatasetError) as error:
         load_splits(TrainConfig(dataset=str(tmp_path / "d")))
+    assert str(error.value) == (f"{tmp_path / 'd'} has no validation or test split, so a stratified 0.1 of train is "
+                                f"held out to evaluate on, but 1 class(es) have a single image, which cannot be both "
+                                f"trained on and held out: sushi. Add photos to them, {VALIDATION_ADVICE}")
+    # its advice works: a validation/ folder beside train/, where a class may have no evaluation photo
+    (tmp_path / "d" / "train").mkdir()
+    for name in ("pizza", "ramen", "sushi"):
+        (tmp_path / "d" / name).rename(tmp_path / "d" / "train" / name)
+    write_image_folder(tmp_path / "d" / "validation", ["pizza", "ramen"], 2, seed=2)
+    assert load_splits(TrainConfig(dataset=str(tmp_path / "d"))).eval_split == "validation"
+
+
+def test_classes_too_small_to_split_are_all_named_whatever_the_fraction(tmp_path):
+    write_image_folder(tmp_path / "d" / "train", ["pizza", "ramen", "sushi", "tacos"], 1)
+    write_image_folder(tmp_path / "d" / "train", ["pizza", "ramen"], 6, seed=1)
+    for fraction in (0.1, 0.5):
+        with pytest.raises(DatasetError, match="2 class.es. have a single image, which cannot be both trained on "
+                                               "and held out: sushi, tacos. Add photos to them"):
+            load_splits(TrainConfig(dataset=str(tmp_path / "d"), val_fraction=fraction))
+
+
+@pytest.mark.parametrize("fraction, problem, advice", [
+    (0.1, "0.1 of its 9 images is 1, fewer than its 3 classes: pass --val-fraction 0.34 or more (one image of each "
+          "class)", 0.34),
+    (0.8, "holding out 0.8 of its 9 images leaves 1 to train on, fewer than its 3 classes: pass --val-fraction "
+          "0.66 or less", 0.66),
+])
+def test_a_hold_out_fraction_that_cannot_work_says_the_one_that_would(fraction, problem, advice, tmp_path):
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 3)
+    with pytest.raises(DatasetError) as error:
+        load_splits(TrainConfig(dataset=str(tmp_path / "d"), val_fraction=fraction))
+    assert str(error.value).endswith(f"is held out to evaluate on, but {problem}, {VALIDATION_ADVICE}")
+    splits = load_splits(TrainConfig(dataset=str(tmp_path / "d"), val_fraction=advice))  # the advice works
+    assert {len(set(splits.train["label"])), len(set(splits.eval["label"]))} == {3}
 
 
 def test_single_class_and_missing_folder_are_clear_errors(tmp_path):
@@ -100,13 +141,47 @@ def test_a_max_train_samples_subset_says_which_classes_it_left_out_and_why(image
         f"--max-train-samples for every class to appear"]
 
 
-def test_the_data_identity_changes_with_the_photos_and_the_subset(image_folder):
-    cfg = TrainConfig(dataset=str(image_folder), num_workers=0)
-    identity = load_splits(cfg).identity()
-    assert identity == load_splits(cfg).identity()  # stable across loads
-    assert identity["train"]["images"] == 24 and identity["eval"]["images"] == 9
-    subset = load_splits(TrainConfig(dataset=str(image_folder), num_workers=0, max_train_samples=12)).identity()
-    assert subset["train"]["fingerprint"] != identity["train"]["fingerprint"]
-    next((image_folder / "train" / "beignets").glob("*.jpg")).unlink()
-    changed = load_splits(cfg).identity()
-    assert changed["train"]["images"] == 23 and changed["train"]["fingerprint"] != identity["train"]["fingerprint"]
+def content(folder: Path, **flags) -> dict:
+    """Each split's (size, content) identity."""
+    identity = load_splits(TrainConfig(dataset=str(folder), num_workers=0, **flags)).identity()
+    return {split: (found["images"], found["content"]) for split, found in identity.items()}
+
+
+def test_the_data_identity_is_the_photos_not_where_they_lie(image_folder, tmp_path):
+    identity = content(image_folder)
+    assert identity == content(image_folder)  # stable across loads
+    assert identity["train"][0] == 24 and identity["eval"][0] == 9
+    # moved, and copied anew (new modification times: `cp -r`, a job's scratch space): the same data
+    (tmp_path / "scratch-1001").mkdir()
+    moved = image_folder.rename(tmp_path / "scratch-1001" / "data")
+    assert content(moved) == identity
+    restaged = shutil.copytree(moved, tmp_path / "scratch-1002" / "data", copy_function=shutil.copyfile)
+    assert (restaged / "train" / "beignets" / "0.jpg").stat().st_mtime_ns != \
+        (moved / "train" / "beignets" / "0.jpg").stat().st_mtime_ns
+    assert content(restaged) == identity
+    for split in ("train", "validation"):  # copied through a Mac, which names folders in Unicode NFD
+        (restaged / split / "crème brûlée").rename(restaged / split / unicodedata.normalize("NFD", "crème brûlée"))
+    assert content(restaged) == identity
+    assert content(restaged, max_train_samples=12)["train"] != identity["train"]  # another subset
+
+
+@pytest.mark.parametrize("change", ["add", "remove", "relabel", "edit", "edit, then move"])
+def test_the_data_identity_changes_with_any_photo_and_names_its_split(change, image_folder, tmp_path):
+    photo = image_folder / "train" / "beignets" / "0.jpg"
+    Image.open(photo).save(photo, quality=90, comment=b"aaaa")  # so that an edit can keep its size
+    before = content(image_folder)
+    if change == "add":
+        shutil.copyfile(photo, photo.with_name("copy.jpg"))
+    elif change == "remove":
+        photo.unlink()
+    elif change == "relabel":
+        photo.rename(image_folder / "train" / "crème brûlée" / "from-beignets.jpg")
+    else:  # other bytes (the comment), the same size, still readable
+        stat = photo.stat()
+        photo.write_bytes(photo.read_bytes().replace(b"aaaa", b"bbbb"))
+        assert photo.stat().st_size == stat.st_size
+        if change == "edit, then move":  # the modification time put back too: only the bytes tell
+            os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+            image_folder = image_folder.rename(tmp_path / "moved")
+    after = content(image_folder)
+    assert after["eval"] == before["eval"] and after["train"] != before["train"]

@@ -1,10 +1,14 @@
 import evaluate
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 
+from food101hf.checkpoint import Progress
 from food101hf.config import TrainConfig
-from food101hf.engine import (create_mixup, create_scheduler, evaluate_model, resolve_mixed_precision,
-                              train_criterion, updates_per_epoch)
+from food101hf.engine import (create_mixup, create_scheduler, evaluate_model, fit, resolve_mixed_precision,
+                              train_criterion, train_one_epoch, updates_per_epoch)
+from food101hf.errors import DivergedError
 from food101hf.metrics import TOPK_ACCURACY
 
 
@@ -106,3 +110,111 @@ def test_mixed_precision_auto_respects_the_launcher(monkeypatch):
     assert resolve_mixed_precision("no") == "no"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert resolve_mixed_precision("auto") in ("no", "bf16")
+
+
+class TurnsBad(torch.nn.Module):
+    """A linear classifier whose training forward pass number `bad` gives NaN logits ("loss") or finite logits with
+    an infinite gradient ("gradient": d/dw sqrt(w - w) at 0), or whose evaluation gives NaN logits ("eval"); it
+    records its weight as each training pass begins."""
+
+    pretrained_cfg = {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}  # unused: the batches are float
+
+    def __init__(self, bad: int, kind: str):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+        self.bad, self.kind, self.weights = bad, kind, []
+
+    def forward(self, x):
+        if not self.training:
+            return self.fc(x.mean((2, 3))) * (float("nan") if self.kind == "eval" else 1.0)
+        self.weights.append(self.fc.weight.detach().clone())
+        logits = self.fc(x.mean((2, 3)))
+        if len(self.weights) == self.bad:
+            w = self.fc.weight[0, 0]
+            logits = logits * float("nan") if self.kind == "loss" else logits + torch.sqrt(w - w.detach())
+        return logits
+
+
+def _train_until_bad(kind: str, cfg: TrainConfig, scaler=None):
+    """train_one_epoch over 4 batches of 2 whose third forward pass turns bad; returns (the model, the
+    DivergedError raised or None, the updates done)."""
+    AcceleratorState._reset_state(True)
+    accelerator = Accelerator(cpu=True)
+    accelerator.scaler = scaler  # as Accelerate sets it for fp16 on a GPU, before prepare
+    model = TurnsBad(bad=3, kind=kind)
+    data = [{"pixel_values": torch.randn(3, 2, 2), "label": i % 2} for i in range(8)]
+    loader = torch.utils.data.DataLoader(data, batch_size=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    progress = Progress(signature={})
+    try:
+        train_one_epoch(accelerator, model, loader, optimizer, create_scheduler(optimizer, cfg, 4, 1),
+                        torch.nn.CrossEntropyLoss(), None, cfg, progress, lambda: None, DivergedError)
+        error = None
+    except DivergedError as e:
+        error = e
+    AcceleratorState._reset_state(True)
+    return accelerator.unwrap_model(model), error, progress.num_updates
+
+
+@pytest.mark.parametrize("kind, clip, what", [("loss", 1.0, "the training loss is nan"),
+                                              ("loss", None, "the training loss is nan"),
+                                              ("gradient", 1.0, "the gradient norm is ")])
+def test_a_non_finite_loss_or_gradient_norm_stops_before_the_optimizer_steps(kind, clip, what):
+    model, error, updates = _train_until_bad(kind, TrainConfig(lr=0.1, warmup_epochs=0, clip_grad=clip))
+    assert error is not None and str(error).startswith(what)
+    assert str(error).endswith("at optimizer update 3 (epoch 1)")
+    assert updates == 2
+    assert torch.equal(model.fc.weight, model.weights[2])  # the bad update was not applied
+    assert torch.isfinite(model.fc.weight).all()
+
+
+def test_a_gradient_overflow_under_a_grad_scaler_skips_that_step_and_goes_on():
+    """fp16 on a GPU: Accelerate's GradScaler skips an update whose gradients overflow and lowers its scale; that is
+    how fp16 training works, not a divergence (simulated on the CPU with torch's CPU GradScaler)."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**4)
+    model, error, updates = _train_until_bad("gradient", TrainConfig(lr=0.1, warmup_epochs=0), scaler)
+    assert error is None and updates == 4
+    assert torch.equal(model.weights[3], model.weights[2])  # the third update was skipped, the others applied
+    assert not torch.equal(model.weights[2], model.weights[1])
+    assert scaler.get_scale() < 2.0**4
+
+
+class Samples(list):
+    """A list of samples with the `set_epoch` fit calls on a training set (loaders.SeededAugmentation's)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind, bad, message", [
+    # no clipping: a finite loss with an infinite gradient is applied; the weights it leaves are never checkpointed
+    ("gradient", 2, "1 of 2 weight tensors (e.g. fc.weight) are non-finite after optimizer update 2"),
+    # the epoch's evaluation comes before its checkpoint, which is then never written
+    ("eval", 0, "the evaluation loss after epoch 1 (optimizer update 4) is nan"),
+])
+def test_fit_never_checkpoints_or_reports_a_non_finite_state(kind, bad, message, tmp_path):
+    AcceleratorState._reset_state(True)
+    accelerator = Accelerator(cpu=True)
+    model = TurnsBad(bad=bad, kind=kind)
+    train = Samples({"pixel_values": torch.randn(3, 2, 2), "label": i % 2} for i in range(8))
+    evaluation = [{"pixel_values": torch.randn(3, 2, 2), "label": i % 2} for i in range(4)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer, train_loader, eval_loader = accelerator.prepare(
+        model, optimizer, torch.utils.data.DataLoader(train, batch_size=2),
+        torch.utils.data.DataLoader(evaluation, batch_size=2))
+    cfg = TrainConfig(lr=0.1, warmup_epochs=0, clip_grad=None, mixup=0, cutmix=0, smoothing=0, epochs=1,
+                      checkpoint_every=2)
+    with pytest.raises(DivergedError) as error:
+        fit(accelerator, model, optimizer, create_scheduler(optimizer, cfg, 4, 1), train_loader, eval_loader, cfg,
+            2, Progress(signature={}), tmp_path / "checkpoints")
+    AcceleratorState._reset_state(True)
+    last = "the last checkpoint, {}, holds the weights from before it".format(tmp_path / "checkpoints" /
+                                                                              "update-00000002")
+    assert str(error.value) == (
+        f"training diverged: {message}. Nothing was exported; "
+        f"{last if kind == 'eval' else 'no checkpoint was written before it'}. Try a lower --lr (now 0.1) and turn "
+        f"gradient clipping on (--clip-grad 1.0); a changed setting starts afresh (a checkpoint resumes only with the "
+        f"same settings)")
+    written = [p.name for p in (tmp_path / "checkpoints").iterdir()] if (tmp_path / "checkpoints").exists() else []
+    assert written == (["latest", "update-00000002"] if kind == "eval" else [])

@@ -55,3 +55,17 @@ def test_every_exception_type_lives_in_errors():
                         if isinstance(node, ast.ClassDef) and node.name.endswith("Error")]
                for p in PACKAGE.glob("*.py")}
     assert {name for name, classes in defined.items() if classes} == {"errors"}
+
+
+
+def test_every_json_the_package_writes_refuses_nan():
+    """json.dumps writes NaN and Infinity, which are not JSON (a diverged run's metrics.json had `"eval_loss": NaN`):
+    every dump in the package passes allow_nan=False, so a non-finite value fails where it is written."""
+    dumps = {(path.name, node.lineno): node for path in PACKAGE.glob("*.py")
+             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr in ("dump", "dumps") and getattr(node.func.value, "id", None) == "json"}
+    assert len(dumps) >= 6  # metrics.json (run, report), config.json, progress.json, audit.json, predict's lines...
+    lenient = [where for where, call in dumps.items()
+               if not any(k.arg == "allow_nan" and getattr(k.value, "value", None) is False for k in call.keywords)]
+    assert lenient == []

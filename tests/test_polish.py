@@ -28,10 +28,8 @@ def test_epochs_0_reestimates_batchnorm_and_only_evaluates_at_the_new_size(image
     assert metrics["before_polish"] == {key: metrics[key] for key in ("top1", "top5", "eval_loss")}
     pretrained_cfg = json.loads((out / "config.json").read_text())["pretrained_cfg"]
     assert pretrained_cfg["input_size"] == pretrained_cfg["test_input_size"] == [3, 48, 48]
-    # the recorded local folder, from init's train_config.yaml (polish.py runs from the repo root, not from where
-    # the folder is), never a Hub id, nor declared a Hub dataset on the card
-    assert yaml.safe_load((out / "train_config.yaml").read_text())["dataset"] == str(image_folder)
-    assert "datasets:" not in (out / "README.md").read_text()
+    for recipe in ("train_config.yaml", "base_config.yaml"):  # from the init, relative to this folder
+        assert yaml.safe_load((out / recipe).read_text())["dataset"] == {"path": "../food"}
 
     before, after = load_file(init / "model.safetensors"), load_file(out / "model.safetensors")
     assert before.keys() == after.keys()

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -8,10 +9,12 @@ import timm
 import torch
 import torchvision
 from PIL import Image, ImageOps
+from safetensors.torch import load_file, save_file
 
 import food101hf
 from conftest import CLASSES, ROOT, export_model_folder, run_script
-from food101hf.errors import ImageError
+from food101hf.cli import run
+from food101hf.errors import DivergedError, ImageError
 from food101hf.images import load_image
 from food101hf.predict import Predictor, main
 
@@ -190,3 +193,47 @@ def test_none_is_a_clear_value_error(predictor):
     with pytest.raises(ImageError, match="None: no image"):
         predictor([None])
 
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("batch_size", 0, "batch_size must be a positive integer; got 0"),  # was an IndexError
+    ("batch_size", -2, "batch_size must be a positive integer; got -2"),
+    ("batch_size", 2.5, "batch_size must be a positive integer; got 2.5"),
+    ("batch_size", True, "batch_size must be a positive integer; got True"),
+    ("num_threads", 0, "num_threads must be a positive integer, or None for all cores; got 0"),
+    ("precision", "fp8", "precision must be 'auto' or one of fp32, bf16, fp16, got 'fp8'"),
+    ("tta", "yes", "tta must be True or False, got 'yes'"),
+    ("device", "gpu", "device 'gpu' is not a torch device name (e.g. cpu, cuda, cuda:1, mps); devices here: cpu"),
+    ("device", "cuda:99", "device 'cuda:99' is not present on this machine; devices here: cpu"),
+    ("device", "cuda", "device 'cuda' is not present on this machine; devices here: cpu"),
+])
+def test_every_argument_is_checked_before_the_model_loads_naming_it(argument, value, message, tmp_path):
+    if argument == "device" and torch.accelerator.is_available():
+        pytest.skip("the devices listed are this machine's: the expected messages are a CPU-only machine's")
+    nowhere = tmp_path / "no-model-here"  # the argument is refused first: the model is never looked for
+    with pytest.raises(ValueError) as error:
+        Predictor(nowhere, **{argument: value})
+    assert str(error.value) == message
+    if argument in ("batch_size", "device", "tta"):  # the ones predict() passes on
+        with pytest.raises(ValueError) as error:
+            food101hf.predict("dish.jpg", model=nowhere, **{argument: value})
+        assert str(error.value) == message
+
+
+def test_a_model_with_non_finite_weights_is_refused_by_predict_in_one_line(model_dir, tmp_path, capsys):
+    diverged = tmp_path / "diverged"
+    shutil.copytree(model_dir, diverged)
+    weights = load_file(diverged / "model.safetensors")
+    weights = {k: v.fill_(float("nan")) if k.startswith("layer4") and v.is_floating_point() else v
+               for k, v in weights.items()}
+    save_file(weights, diverged / "model.safetensors")
+    with pytest.raises(DivergedError, match=rf"{diverged}: \d+ of \d+ weight tensors \(e.g. layer4.0.conv1.weight\) "
+                                            rf"hold NaN or infinite values; the run that wrote it diverged"):
+        Predictor(diverged)
+    photo = tmp_path / "dish.png"
+    Image.new("RGB", (40, 30)).save(photo)
+    with pytest.raises(SystemExit) as exit_:
+        run(main, ["--model", str(diverged), str(photo)])
+    assert exit_.value.code == 3
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and err.startswith(f"error: {diverged}: ")

@@ -16,11 +16,13 @@ from PIL import Image
 
 from conftest import CLASSES, HUB_TOKEN, TINY, TINY_POLISH, export_model_folder, point_client_at, run_script
 from loaders import food101hf_scores, timm_scores, top1, transformers_auto_scores, transformers_pipeline_scores
-from food101hf.errors import HubError
+from food101hf.config import TrainConfig
+from food101hf.errors import DivergedError, HubError
 from food101hf.hub import main
-from food101hf.publish import push_folder
 from food101hf.model import load_trained
+from food101hf.outputs import copy_recipe, save_config
 from food101hf.predict import Predictor
+from food101hf.publish import push_folder, write_outputs
 
 PUSHED = {".gitattributes", "README.md", "config.json", "metrics.json", "model.safetensors", "train_config.yaml"}
 REPORT = {"metrics.json", "per_class.csv", "confused_pairs.csv", "confusion_matrix.png", "confident_mistakes.png",
@@ -226,10 +228,15 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     assert timm.create_model("hf-hub:food/tiny", pretrained=True).pretrained_cfg["label_names"] == sorted(CLASSES)
     assert_every_loader_agrees(out, "food/tiny", photos)
 
-    # polish the pulled model at 48 px; the dataset defaults to the one it was trained on
+    # polish the pulled model at 48 px: its pushed recipe names its local dataset only relative to the training
+    # machine's output folder, so polish.py asks for it
     polished = tmp_path / "polished"
-    result = run_script("polish.py", "--init", "food/tiny", "--image-size", "48", "--epochs", "1", *TINY_POLISH,
-                        "--output-dir", str(polished), "--push-to-hub", "food/tiny-48", env=env)
+    args = ["polish.py", "--init", "food/tiny", "--image-size", "48", "--epochs", "1", *TINY_POLISH,
+            "--output-dir", str(polished), "--push-to-hub", "food/tiny-48"]
+    result = run_script(*args, env=env)
+    assert result.returncode == 2 and "records the local dataset folder ../food (from its folder), which is not on " \
+        "this machine: pass --dataset" in result.stderr, result.stderr
+    result = run_script(*args, "--dataset", str(image_folder), env=env)
     assert result.returncode == 0, result.stderr
     assert set(hub.files("food/tiny-48")) == PUSHED | {"base_config.yaml"} | {f"report/{name}" for name in REPORT}
     served = Predictor("food/tiny-48")
@@ -238,4 +245,71 @@ def test_train_push_pull_polish_round_trip(hub, image_folder, tmp_path, monkeypa
     assert_every_loader_agrees(polished, "food/tiny-48", photos)
     card = hub.files("food/tiny-48")["README.md"].decode()
     assert "Polished from `food/tiny` at 48 px" in card and "base_model: food/tiny" in card
-    assert yaml.safe_load(hub.files("food/tiny-48")["train_config.yaml"])["dataset"] == str(image_folder)
+    assert yaml.safe_load(hub.files("food/tiny-48")["train_config.yaml"])["dataset"] == {"path": "../food"}
+    assert yaml.safe_load(hub.files("food/tiny-48")["base_config.yaml"])["dataset"] == {"name": "food"}
+
+
+# --- a push makes the repo equal to the folder, and publishes no path of the training machine -------------------
+
+def test_a_push_makes_the_repo_equal_to_the_folder_and_keeps_what_others_added(hub, tmp_path):
+    polished = export_model_folder(tmp_path / "polished", sorted(CLASSES), image_size=48)
+    (polished / "report").mkdir()
+    for name in REPORT:
+        (polished / "report" / name).write_text(f"{name} of the 48 px model")
+    (polished / "base_config.yaml").write_text((polished / "train_config.yaml").read_text())
+    push_folder(polished, "food/same")
+    upload_file(path_or_fileobj=b"# my notes", path_in_repo="notes/eval.md", repo_id="food/same")  # by hand
+    commits = len(hub.repos["food/same"].commits)
+
+    plain = export_model_folder(tmp_path / "plain", sorted(CLASSES))  # as train.py --no-report writes it
+    push_folder(plain, "food/same")
+    files = hub.files("food/same")
+    assert set(files) == PUSHED | {"notes/eval.md"}  # stale report/* and base_config.yaml gone; the notes kept
+    assert len(hub.repos["food/same"].commits) == commits + 1  # in the same commit as the new files
+    removed = ", ".join(f"`{name}`" for name in sorted(["base_config.yaml"] + [f"report/{n}" for n in REPORT]))
+    assert (f"This push deleted from the repo the files an earlier upload left that do not describe this model: "
+            f"{removed}.") in files["README.md"].decode()
+    push_folder(plain, "food/same")  # nothing stale any more: the card says nothing of it
+    assert "This push deleted" not in hub.files("food/same")["README.md"].decode()
+
+
+def test_nothing_pushed_names_a_path_of_the_training_machine(hub, tmp_path):
+    photos = tmp_path / "data" / "photos"
+    photos.mkdir(parents=True)
+    run = export_model_folder(tmp_path / "outputs" / "run", sorted(CLASSES), dataset=str(photos))
+    assert yaml.safe_load((run / "train_config.yaml").read_text())["dataset"] == {"path": "../../data/photos"}
+    # a polished folder, as polish.py writes it: its init and the init's recipe, from another folder
+    polished = export_model_folder(tmp_path / "outputs" / "run-48", sorted(CLASSES), 48, dataset=str(photos))
+    recipe = yaml.safe_load((polished / "train_config.yaml").read_text()) | {"init": str(run)}
+    (polished / "train_config.yaml").write_text(yaml.safe_dump(recipe))  # absolute: as food101hf wrote it before
+    copy_recipe(run / "train_config.yaml", polished / "base_config.yaml")
+    push_folder(polished, "food/private-paths")
+    files = hub.files("food/private-paths")
+    assert {"train_config.yaml", "base_config.yaml"} <= set(files)
+    for name, content in files.items():
+        assert tmp_path.name.encode() not in content and tmp_path.parent.name.encode() not in content, name
+    for recipe in ("train_config.yaml", "base_config.yaml"):
+        assert yaml.safe_load(files[recipe])["dataset"] == {"path": "../../data/photos"}
+    assert yaml.safe_load(files["train_config.yaml"])["init"] == {"path": "../run"}
+    elsewhere = Path("/usr/share")  # shares no folder with the output folder but the root: named, not located
+    if elsewhere.is_dir() and not tmp_path.is_relative_to("/usr"):
+        away = export_model_folder(tmp_path / "away", sorted(CLASSES), dataset=str(elsewhere))
+        assert yaml.safe_load((away / "train_config.yaml").read_text())["dataset"] == {"name": "share"}
+
+
+# --- a diverged model is never exported, and one exported before is refused --------------------------------------
+
+@pytest.mark.parametrize("where, name", [("weight", "fc.weight"), ("BatchNorm statistic", "bn1.running_var")])
+def test_the_export_refuses_non_finite_weights_and_writes_nothing(where, name, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    save_config(TrainConfig(dataset="demo", pretrained=False), out / "train_config.yaml")
+    model = timm.create_model("resnet18", num_classes=3)
+    tensor = model.get_parameter(name) if where == "weight" else model.get_buffer(name)
+    with torch.no_grad():
+        tensor.view(-1)[0] = float("nan") if where == "weight" else float("inf")
+    metrics = {"top1": 0.5, "top5": 1.0, "eval_loss": 1.0, "num_eval_samples": 9}
+    with pytest.raises(DivergedError, match=rf"refusing to export a model whose weights are not finite: 1 of \d+ "
+                                            rf"tensors \(e.g. {name}\) hold NaN or infinite values"):
+        write_outputs(out, model, sorted(CLASSES), timm.data.resolve_model_data_config(model), 32, metrics)
+    assert sorted(p.name for p in out.iterdir()) == ["train_config.yaml"]  # nothing else, nothing partial

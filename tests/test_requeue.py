@@ -17,6 +17,7 @@ import yaml
 
 from conftest import CHECKPOINTED, ROOT, TINY, digest, start_script, wait_for
 from food101hf.checkpoint import LATEST, checkpoint_root
+from food101hf.errors import DivergedError
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 # the tiny run each launcher starts: one process, the run test_preemption.py and test_reliability.py stop and kill
@@ -45,11 +46,14 @@ def test_the_slurm_scripts_are_executable_bash(path):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_kubernetes_job_ignores_a_clean_stop_and_resumes():
+def test_the_kubernetes_job_ignores_a_clean_stop_and_resumes_and_fails_at_a_divergence():
     job = yaml.safe_load(JOB.read_text())
     assert (job["apiVersion"], job["kind"]) == ("batch/v1", "Job") and job["metadata"]["name"]
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert {"action": "Ignore", "onExitCodes": {"containerName": "train", "operator": "In", "values": [75]}} in rules
+    # a diverged run (errors.DivergedError) would diverge again from its checkpoint: not retried
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "train", "operator": "In",
+                                                 "values": [DivergedError.exit_status]}} in rules
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"  # a Job's podFailurePolicy requires it
     train = next(container for container in pod["containers"] if container["name"] == "train")

@@ -1,10 +1,12 @@
-"""A resumed or continued run is the same run: its data is part of its identity, a recorded local dataset stays
-local wherever it is read from, and the end of a run says what to run next, ready to paste. End-to-end: slow."""
+"""A resumed or continued run is the same run: its data, by content, is part of its identity, a recorded local
+dataset stays local wherever it is read from, and the end of a run says what to run next, ready to paste.
+End-to-end: slow."""
 
 import hashlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -24,23 +26,45 @@ def snapshot(folder):
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_resume_against_other_data_is_refused_naming_what_changed(image_folder, tmp_path):
+def test_resume_follows_the_data_not_its_place(image_folder, tmp_path):
+    """A cluster job stages its data to per-job scratch space: the same photos at another path, with new
+    modification times, resume; other photos are refused, naming the split; a checkpoint written before the data
+    was identified by content still resumes where nothing changed."""
     out = tmp_path / "run"
-    args = ["train.py", "--dataset", str(image_folder), *ONE_EPOCH, "--output-dir", str(out)]
-    first = run_script(*args)
+    first = run_script("train.py", "--dataset", str(image_folder), *TINY, "--epochs", "1", "--output-dir", str(out))
     assert first.returncode == 0, first.stderr
-    fingerprint = json.loads((checkpoint_root(out) / "update-00000006" / "progress.json").read_text())[
-        "signature"]["data"]["train"]["fingerprint"]
-    for photo in sorted((image_folder / "train" / "beignets").glob("*.jpg"))[:4]:
+    progress_file = checkpoint_root(out) / "update-00000006" / "progress.json"
+    progress = json.loads(progress_file.read_text())
+
+    staged = shutil.copytree(image_folder, tmp_path / "job-1002" / "data", copy_function=shutil.copyfile)
+    args = ["train.py", "--dataset", str(staged), *TINY, "--epochs", "1", "--output-dir", str(out), "--resume", "auto"]
+    resumed = run_script(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr
+
+    for photo in sorted((staged / "train" / "beignets").glob("*.jpg"))[:4]:
         photo.unlink()  # 24 -> 20 training photos
     before = snapshot(out)
-    result = run_script(*args, "--resume", "auto")
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    message = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
-    assert message.startswith(f"error: {checkpoint_root(out) / 'update-00000006'} comes from other data (train split: "
-                              f"checkpoint 24 images (fingerprint {fingerprint}), now 20 (fingerprint ")
+    refused = run_script(*args)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    message = next(line for line in refused.stderr.splitlines() if line.startswith("error: "))
+    content = progress["signature"]["data"]["train"]["content"]
+    assert message.startswith(f"error: {progress_file.parent} comes from other data (train split: checkpoint 24 "
+                              f"images (content {content}), now 20 (content ")
     assert message.endswith("). Resume with the same settings and data, or use another --output-dir to start afresh")
     assert snapshot(out) == before  # nothing written or changed
+
+    # progress.json as food101hf wrote it before: the absolute dataset path, each split's size and datasets'
+    # fingerprint only (which hashes absolute paths and modification times): it resumes in place
+    data = progress["signature"]["data"]
+    old = progress | {"signature": progress["signature"] | {"data": {split: {k: v for k, v in found.items()
+                                                                             if k != "content"}
+                                                                     for split, found in data.items()}}}
+    assert old["signature"]["dataset"] == str(image_folder)
+    progress_file.write_text(json.dumps(old, indent=2))
+    in_place = run_script(*[str(image_folder) if a == str(staged) else a for a in args])
+    assert in_place.returncode == 0, in_place.stderr
+    assert "resumed from" in in_place.stderr
 
 
 def test_a_relative_local_dataset_stays_local_from_another_directory(image_folder, tmp_path):
@@ -53,7 +77,7 @@ def test_a_relative_local_dataset_stays_local_from_another_directory(image_folde
                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert trained.returncode == 0, trained.stderr
     recorded = yaml.safe_load((out / "train_config.yaml").read_text())["dataset"]
-    assert recorded == str(photos / "food")  # absolute: the same folder from anywhere
+    assert recorded == {"path": "../photos/food"}  # relative to the recipe's own folder: no path of this machine
     assert "datasets:" not in (out / "README.md").read_text()  # a local folder is never declared a Hub dataset
 
     # the end of the run says what to run next; its predict command works as pasted, on an eval photo
@@ -64,7 +88,14 @@ def test_a_relative_local_dataset_stays_local_from_another_directory(image_folde
     answered = run_script(*command[1:])
     assert answered.returncode == 0 and json.loads(answered.stdout)["file"] == command[5]
     assert f"accelerate launch polish.py --init {out} --output-dir {out}-224" in trained.stdout
-    # polish.py, from any directory, reads this recorded absolute folder: test_polish.py's folders record one too
+
+    # polish.py from another directory (the repo root) reads the recorded folder, not a Hub id
+    polished = run_script("polish.py", "--init", str(out), "--epochs", "0", "--image-size", "48", "--batch-size",
+                          "4", "--num-workers", "0", "--bn-batches", "1", "--output-dir", str(tmp_path / "p"))
+    assert polished.returncode == 0, polished.stderr
+    for recipe in ("train_config.yaml", "base_config.yaml"):
+        assert yaml.safe_load((tmp_path / "p" / recipe).read_text())["dataset"] == {"path": "../photos/food"}
+    assert "datasets:" not in (tmp_path / "p" / "README.md").read_text()
 
 
 def test_the_noise_a_person_does_not_read_is_gone(trained):

@@ -4,6 +4,7 @@ push writes) leave no temporary folder and end in one line. On a real small tmpf
 
 import errno
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def test_staged_writes_keep_the_old_files_and_no_partial_one_on_a_full_disk(smal
     assert (small_disk / "metrics.json").read_text() == "new" and len(list(small_disk.iterdir())) == 1
 
 
-def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatch):
+def test_a_push_that_cannot_write_its_card_is_one_line(hub, tmp_path, monkeypatch):  # noqa: F811  the fixture
     from food101hf import publish as hub_module
 
     folder = export_model_folder(tmp_path / "model", CLASSES)
@@ -213,3 +214,23 @@ def test_an_export_that_does_not_fit_keeps_nothing_partial_and_says_how_to_resum
     assert f"The checkpoint {checkpoint_root(small_disk) / 'update-00000006'} is intact" in message
     assert "--resume auto" in message and "\n" not in message
     assert sorted(p.name for p in small_disk.iterdir()) == ["train_config.yaml"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_every_file_written_has_the_umasks_normal_mode(umask, accelerator, tmp_path):
+    """model.safetensors was 0600 (safetensors writes through a private temporary file; os.replace keeps its
+    mode): colleagues on a shared disk could not read the model."""
+    previous = os.umask(umask)
+    try:
+        folder = export_model_folder(tmp_path / "run", sorted(CLASSES))
+        checkpoint = save_checkpoint(accelerator, tmp_path / "run-checkpoints", Progress(SIGNATURE), keep=1)
+        with staged_writes(tmp_path / "run" / "report", "") as stage:
+            (stage / "pictures").mkdir()
+            (stage / "pictures" / "a.png").write_bytes(b"png")
+    finally:
+        os.umask(previous)
+    written = [*folder.rglob("*"), *checkpoint.rglob("*")]
+    assert "model.safetensors" in {p.name for p in folder.iterdir()} | {p.name for p in checkpoint.iterdir()}
+    assert {p.relative_to(tmp_path): oct(p.stat().st_mode & 0o777) for p in written if p.is_file()} == \
+        {p.relative_to(tmp_path): oct(0o666 & ~umask) for p in written if p.is_file()}
+    assert {oct(p.stat().st_mode & 0o777) for p in written if p.is_dir()} == {oct(0o777 & ~umask)}

@@ -6,6 +6,7 @@ import pytest
 import timm
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from conftest import CLASSES, FROM_SCRATCH, TINY, run_script
 
@@ -59,3 +60,36 @@ def test_load_trained_reads_an_output_folder_and_refuses_others(trained, tmp_pat
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_trained(tmp_path / "empty")
+
+
+def test_a_run_with_loader_workers_ends_without_a_worker_error(image_folder, tmp_path):
+    """Persistent loader workers left alive to the interpreter's exit got multiprocessing's SIGTERM, and torch
+    printed `DataLoader worker ... exited unexpectedly with exit code 143` after every successful run."""
+    result = run_script("train.py", "--dataset", str(image_folder), "--no-pretrained", "--image-size", "32",
+                        "--epochs", "2", "--batch-size", "8", "--num-workers", "2", "--output-dir",
+                        str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "exited unexpectedly" not in result.stderr, result.stderr
+
+
+def test_a_diverging_run_stops_at_the_update_where_the_loss_goes_non_finite(image_folder, tmp_path):
+    """The issue's run: SGD at lr 1e6 without clipping. It logged loss 1.2 -> 9e7 -> 3e19 -> nan, exited 0 and
+    exported NaN weights with `"eval_loss": NaN` (not JSON) in metrics.json."""
+    out = tmp_path / "run"
+    result = run_script("train.py", "--dataset", str(image_folder), "--freeze", "none", *TINY, "--opt", "sgd",
+                        "--lr", "1e6", "--clip-grad", "none", "--mixup", "0", "--cutmix", "0", "--mixed-precision",
+                        "no", "--checkpoint-every", "2", "--output-dir", str(out))
+    assert result.returncode == 3, result.stderr  # errors.DivergedError: not a retry-me failure
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    checkpoints = sorted((tmp_path / "run-checkpoints").glob("update-*"))
+    assert [p.name for p in checkpoints] == ["update-00000002"]
+    assert errors[0] == (
+        f"error: training diverged: the training loss is nan at optimizer update 4 (epoch 1). Nothing was exported; "
+        f"the last checkpoint, {checkpoints[-1]}, holds the weights from before it. Try a lower --lr (now 1e+06) "
+        f"and turn gradient clipping on (--clip-grad 1.0); a changed setting starts afresh (a checkpoint resumes "
+        f"only with the same settings)")
+    assert sorted(p.name for p in out.iterdir()) == ["train_config.yaml"]  # no model, metrics or card
+    assert "Done." not in result.stdout
+    weights = load_file(checkpoints[-1] / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values() if tensor.is_floating_point())
