@@ -71,7 +71,7 @@ def main(argv=None) -> int:
     # the run's identity includes its data (split sizes and datasets' fingerprints)
     accelerator.register_for_checkpointing(scheduler)
     progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints, splits.identity())
-    write_recipe(accelerator, cfg, out)  # the start succeeded: only now does the output folder get a file
+    write_recipe(accelerator, cfg, out, splits)  # the start succeeded: only now does the output folder get a file
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})

@@ -12,6 +12,7 @@ huggingface_hub's cache (`trained_folder`); nothing downloaded is ever unpickled
 from __future__ import annotations
 
 import dataclasses
+import logging
 import platform
 import subprocess
 import sys
@@ -30,6 +31,7 @@ WEIGHTS = "model.safetensors"
 # what loading and describing a model needs (the app shows metrics.json); nothing pickled
 FETCHED_FILES = [WEIGHTS, "config.json", "train_config.yaml", "metrics.json"]
 EXAMPLES_PER_PAGE = 10
+logger = logging.getLogger(__name__)
 
 
 # ---- the recipe and where it came from ----
@@ -56,10 +58,10 @@ def versions() -> dict[str, str]:
     return found
 
 
-def save_config(cfg, path: str | Path) -> None:
-    """Write the resolved config, reloadable with --config; provenance goes in the header comments."""
+def save_config(cfg, path: str | Path, notes: list[str] = ()) -> None:
+    """Write the resolved config, reloadable with --config; provenance and `notes` go in the header comments."""
     header = [f"# written by: {' '.join(Path(sys.argv[0]).name.split())} (git {_git_revision()})"]
-    header += [f"# {name} {version}" for name, version in versions().items()]
+    header += [f"# {name} {version}" for name, version in versions().items()] + [f"# {note}" for note in notes]
     body = yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False, allow_unicode=True)
     Path(path).write_text("\n".join(header) + "\n" + body, encoding="utf-8")
 
@@ -79,6 +81,22 @@ def recorded_dataset(dataset: str, recipe: Path) -> str:
         raise ConfigError(f"{recipe} records the local dataset folder {dataset}, which is not on this machine: "
                           f"pass --dataset")
     return local_dataset(dataset)
+
+
+LAYOUT_FIELDS = ("dataset_config", "image_column", "label_column")  # how a run read its dataset (hub_dataset.py)
+
+
+def reuse_layout(cfg, recipe: dict):
+    """`cfg` with the dataset config and columns a recorded recipe (train_config.yaml) read its dataset with, where
+    `cfg` names the same dataset and leaves them to be detected: a later command (polish.py, the report) reads the
+    dataset as the run did. A flag given wins."""
+    if recipe.get("dataset") != cfg.dataset:
+        return cfg
+    reused = {key: recipe[key] for key in LAYOUT_FIELDS if getattr(cfg, key) is None and recipe.get(key) is not None}
+    if reused:
+        logger.info("reading %s as its recorded run did: %s", cfg.dataset,
+                    ", ".join(f"{key} {value}" for key, value in reused.items()))
+    return dataclasses.replace(cfg, **reused)
 
 
 def dataset_kind(dataset) -> str:
