@@ -4,9 +4,10 @@
     accelerate launch polish.py --init org/food101-resnet18 --epochs 0       # only BN re-estimate + eval at 224 px
 
 --init is a folder written by train.py (or polish.py) or a Hub repo id; its model and weights are used, and
---dataset defaults to the dataset recorded there. The defaults (224 px, 2 epochs, lr 1e-4, no Mixup) are explained
-in food101hf/config.py's PolishConfig. Writes the same folder as train.py, with the new image_size in metrics.json
-and config.json's pretrained_cfg, and the init's recipe as base_config.yaml.
+--dataset defaults to the dataset recorded there, read with the config and columns recorded with it. The defaults
+(224 px, 2 epochs, lr 1e-4, no Mixup) are explained in food101hf/config.py's PolishConfig. Writes the same folder as
+train.py, with the new image_size in metrics.json and config.json's pretrained_cfg, and the init's recipe as
+base_config.yaml.
 """
 
 import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     from food101hf.loaders import batchnorm_loader, build_loaders
     from food101hf.model import (check_model, count_parameters, create_optimizer, freeze, load_trained,
                                  reestimate_batchnorm)
-    from food101hf.outputs import read_recipes, recorded_dataset, trained_folder
+    from food101hf.outputs import read_recipes, recorded_dataset, reuse_layout, trained_folder
     from food101hf.report import report_run
     from food101hf.runs import check_run, export_run, start_run, write_recipe
 
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
         raise ConfigError(f"{cfg.init} records no dataset (no train_config.yaml): pass --dataset")
     cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded_dataset(base["dataset"], base_recipe),
                               model=base.get("model", cfg.model))
+    cfg = reuse_layout(cfg, base)  # on the init's dataset, its config and columns as the init's run read them
     check_model(dataclasses.replace(cfg, pretrained=False))  # --freeze and --opt, before any data loads
     out, checkpoints = check_run(cfg, accelerator)  # a resume of other settings, a full disk: refused now
     model = load_trained(init_dir)
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
     logger.info(f"{trainable:,} of {total:,} parameters trainable (frozen: {cfg.freeze})")
     optimizer = create_optimizer(model, cfg)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
-    write_recipe(accelerator, cfg, out, base_recipe if base else None)  # the start succeeded: the first files
+    write_recipe(accelerator, cfg, out, splits, base_recipe if base else None)  # the start succeeded: the first files
 
     # evaluate at the new size before the fine-tune, fine-tune, evaluate again (fit does after every epoch)
     last_evaluation = evaluate_logits(accelerator, model, eval_loader,

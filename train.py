@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     # the run's identity includes its data by content (each file's path in the dataset, class, size and hash)
     accelerator.register_for_checkpointing(scheduler)
     progress = start_or_resume(accelerator, cfg, splits.label_names, checkpoints, data_identity)
-    write_recipe(accelerator, cfg, out)  # the start succeeded: only now does the output folder get a file
+    write_recipe(accelerator, cfg, out, splits)  # the start succeeded: only now does the output folder get a file
     if cfg.report_to:
         accelerator.init_trackers("food101hf", config={k: v for k, v in dataclasses.asdict(cfg).items()
                                                        if isinstance(v, (int, float, str, bool))})

@@ -3,8 +3,9 @@
 Run it with ``python -m food101hf.report --audit --dataset D [--output-dir R]``. A local folder (or the demo) is
 listed by `food101hf.folders`, the rules training uses, so the audit counts exactly the splits, classes and files
 training would use, and names every file ignored, with the reason. Every image is fully decoded and put through
-training's bad-file check (`images.check_image`, aspect ratio included). A Hub dataset is read
-with its image column undecoded, so the hash is over the bytes the Hub serves. Duplicates are exact: identical
+training's bad-file check (`images.check_image`, aspect ratio included). A Hub dataset is read as training reads it
+(`food101hf.hub_dataset`: its config, the splits that have a role, its image and label columns), with its image
+column undecoded, so the hash is over the bytes the Hub serves. Duplicates are exact: identical
 bytes (SHA-256); a re-encoded or resized copy is not caught.
 """
 
@@ -17,14 +18,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import ClassLabel
 from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
 from .data import load_dataset_dict
 from .demo import default_demo_dir, make_demo
-from .errors import DatasetError
 from .folders import NOT_AN_IMAGE, FolderListing, list_folder
+from .hub_dataset import Layout
 from .images import check_image
 
 LISTED = 20  # duplicate groups and unreadable files named in audit.md; audit.json names them all
@@ -100,20 +100,22 @@ def folder_items(listing: FolderListing, other_files: Counter) -> Iterator[Item]
                 yield Item(split, label, str(path.relative_to(split_folder)), data)
 
 
-def hub_items(splits, image_column: str, label_column: str) -> Iterator[Item]:
-    """Every row of a DatasetDict with its image column undecoded: bytes as served, or the cached file."""
-    for split, dataset in splits.items():
-        feature = dataset.features[label_column]
-        label_name = feature.int2str if isinstance(feature, ClassLabel) else str
-        dataset = dataset.cast_column(image_column, ImageFeature(decode=False))
-        for row, example in enumerate(dataset.select_columns([image_column, label_column])):
-            image, data = example[image_column], example[image_column]["bytes"]
+def hub_items(splits, layout: Layout) -> Iterator[Item]:
+    """Every row of a DatasetDict read by `hub_dataset` (`image` and `label` columns, keyed by role), with its
+    image undecoded (bytes as served, or the cached file), under the dataset's own split names; a withheld or
+    out-of-range label is shown as such."""
+    for role, dataset in splits.items():
+        names = dataset.features["label"].names
+        dataset = dataset.cast_column("image", ImageFeature(decode=False))
+        for row, example in enumerate(dataset):
+            image, data, label = example["image"], example["image"]["bytes"], example["label"]
             if data is None and image["path"]:
                 try:
                     data = Path(image["path"]).read_bytes()
                 except OSError:
                     pass  # counted as unreadable
-            yield Item(split, label_name(example[label_column]), image["path"] or f"row {row}", data)
+            name = names[label] if label is not None and 0 <= label < len(names) else f"(no class: {label})"
+            yield Item(layout.splits[role], name, image["path"] or f"row {row}", data)
 
 
 def audit_dataset(cfg) -> dict:
@@ -127,12 +129,7 @@ def audit_dataset(cfg) -> dict:
         listing = list_folder(root)
         items = folder_items(listing, other_files)
     else:
-        splits = load_dataset_dict(cfg)
-        for name, dataset in splits.items():
-            if cfg.image_column not in dataset.features or cfg.label_column not in dataset.features:
-                raise DatasetError(f"{cfg.dataset}/{name}: no {cfg.image_column!r} and {cfg.label_column!r} "
-                                   f"columns (found {', '.join(dataset.column_names)})")
-        items = hub_items(splits, cfg.image_column, cfg.label_column)
+        items = hub_items(*load_dataset_dict(cfg))
     result = audit(tqdm(items, desc="audit", unit="img"), other_files)
     if listing is None:
         return {"dataset": cfg.dataset} | result

@@ -64,19 +64,27 @@ def _start_text(recipe: dict, base: dict | None) -> str:
     return start
 
 
-def _dataset_text(dataset) -> str:
+def _hub_link(dataset: str, config: str | None) -> str:
+    """A Hub dataset as a link, with the config it was read with unless that is the only one, `default`."""
+    link = f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+    return link + (f" (config `{config}`)" if config and config != "default" else "")
+
+
+def _dataset_text(dataset, config: str | None) -> str:
     kind = dataset_kind(dataset)
     if kind == "demo":
         return DEMO_DESCRIPTION
     if kind == "hub":
-        return f"[{dataset}](https://huggingface.co/datasets/{dataset})"
+        return _hub_link(dataset, config)
     return f"a local image folder, `{dataset_name(dataset)}` (not published)"
 
 
-def _dataset_short(dataset) -> str:
+def _dataset_short(dataset, config: str | None) -> str:
     kind = dataset_kind(dataset)
-    return {"demo": "food101hf's synthetic demo drawings", "hub": f"[{dataset}](https://huggingface.co/datasets/"
-            f"{dataset})", "local": f"a local image folder, `{dataset_name(dataset)}`"}[kind]
+    if kind == "hub":
+        return _hub_link(dataset, config)
+    return {"demo": "food101hf's synthetic demo drawings", "local": f"a local image folder, `{dataset_name(dataset)}`"
+            }[kind]
 
 
 def _count(n: int, noun: str) -> str:
@@ -154,13 +162,14 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
     """The model card for an output folder, for `repo_id` (the snippets then load from the Hub) or the folder
     itself; `removed`: the repo's files the push deletes (`publish.stale_files`), which the card lists. The
     metadata (library, licence, base_model only when there is one, datasets only for a Hub dataset, a
-    model-index with top-1/top-5, the split and the resolution) is what the Hub indexes."""
+    model-index with top-1/top-5, the dataset's config and split and the resolution) is what the Hub indexes."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
     recipe, base = read_recipes(folder)
     dataset = recipe["dataset"]
     kind, name = dataset_kind(dataset), dataset_name(dataset)
+    dataset_config = recipe.get("dataset_config") if kind == "hub" else None  # as the run read it
     split, size = metrics.get("eval_split", "validation"), metrics["image_size"]
     ref = f"{repo_id}@{revision}" if repo_id and revision else repo_id
     card_data = ModelCardData(
@@ -175,7 +184,7 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
             EvalResult(task_type="image-classification", task_name="Image Classification",
                        dataset_type=dataset if kind == "hub" else "imagefolder",
                        dataset_name="food101hf demo (synthetic drawings)" if kind == "demo" else name,
-                       dataset_split=split, dataset_args={"image_size": size},
+                       dataset_config=dataset_config, dataset_split=split, dataset_args={"image_size": size},
                        metric_type="accuracy", metric_name=metric_name, metric_value=round(metrics[key], 4),
                        metric_config=f"{size}px", verified=False)
             for key, metric_name in (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy"))
@@ -185,7 +194,8 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
     return ModelCard.from_template(
         card_data, template_str=CARD_TEMPLATE.read_text(encoding="utf-8"),
         title=repo_id or folder.name, architecture=config["architecture"], num_classes=config["num_classes"],
-        dataset_text=_dataset_text(dataset), dataset_short=_dataset_short(dataset),
+        dataset_text=_dataset_text(dataset, dataset_config),
+        dataset_short=_dataset_short(dataset, dataset_config),
         start_text=_start_text(recipe, base), demo=kind == "demo",
         image_size=size, crop_pct=config["pretrained_cfg"].get("crop_pct"), eval_split=split,
         num_eval_samples=metrics["num_eval_samples"], top1=metrics["top1"], top5=metrics["top5"],

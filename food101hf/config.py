@@ -31,9 +31,14 @@ class TrainConfig:
     # data
     dataset: str = option("'ethz/food101' (Hub id), a local folder (train/<class>/*, validation|test/<class>/*), "
                           "or 'demo'", "ethz/food101")
-    image_column: str = option("image column of a Hub dataset", "image")
-    label_column: str = option("label column (a ClassLabel) of a Hub dataset", "label")
-    val_fraction: float = option("stratified hold-out used when a local folder has no validation split", 0.1)
+    dataset_config: str | None = option("config (subset) of a Hub dataset that has several; default: its default "
+                                        "or only one", None)
+    image_column: str | None = option("image column of a Hub dataset; default: its one Image column", None)
+    label_column: str | None = option("label column of a Hub dataset (a ClassLabel, strings or integers); default: "
+                                      "its one ClassLabel column, else the one named label, labels, target, "
+                                      "fine_label or class", None)
+    val_fraction: float = option("stratified hold-out of train, used when the dataset has no validation or test split "
+                                "to score", 0.1)
     max_train_samples: int | None = option("use only N training images, a seeded random subset (quick runs); "
                                            "default: all", None)
     max_eval_samples: int | None = option("use only N validation images, a seeded random subset (quick runs); "
@@ -147,6 +152,9 @@ class PolishConfig(TrainConfig):
                               "its model, weights and (by default) dataset are used", None, required=True)
     dataset: str | None = option("as in train.py; default: the dataset recorded in the init's train_config.yaml",
                                  None)
+    dataset_config: str | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset", None)
+    image_column: str | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset", None)
+    label_column: str | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset", None)
     image_size: int = option("polish and evaluation resolution in pixels", 224)
     bn_reestimate: bool = option("re-estimate BatchNorm statistics at the new resolution before fine-tuning", True)
     bn_batches: int = option("shuffled training batches, with eval preprocessing, for the BatchNorm re-estimate",

@@ -1,9 +1,9 @@
-"""The splits a run trains and evaluates on, from a Hub dataset id (``ethz/food101``, through
-``datasets.load_dataset``), a local image folder (``food101hf.folders.load_folder``) or ``demo``; images are
-decoded on access (`transforms.with_transform`), and every one is checked once before training
-(`drop_unreadable`).
+"""The splits a run trains and evaluates on, from a Hub dataset id (``ethz/food101``, read by
+``food101hf.hub_dataset``), a local image folder (``food101hf.folders.load_folder``) or ``demo``, each with an
+`image` and a `label` column whatever the dataset calls them; images are decoded on access
+(`transforms.with_transform`), and every one is checked once before training (`drop_unreadable`).
 
-    splits = load_splits(cfg)          # Splits(train, eval, label_names, eval_split, skipped)
+    splits = load_splits(cfg)          # Splits(train, eval, label_names, eval_split, skipped, layout)
     dataset, names, split = eval_dataset(cfg, "test")   # one split for a report, by train.py's rules
 """
 
@@ -18,16 +18,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict
 from datasets import Image as ImageFeature
 from datasets.exceptions import DatasetNotFoundError
 from huggingface_hub import constants
 
 from .config import TrainConfig
 from .demo import default_demo_dir, make_demo
-from .errors import DatasetError
-from .folders import load_folder
+from .errors import ConfigError, DatasetError
+from .folders import load_folder, split_role
 from .hub_access import hub_errors, is_repo_id
+from .hub_dataset import Layout, check_labels, labels_withheld, load_hub_dataset
 from .images import check_image
 
 logger = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ class Splits:
     train: Dataset
     eval: Dataset
     label_names: list[str]
-    eval_split: str  # where the eval images come from, for logs and the model card
+    eval_split: str  # where the eval images come from (the dataset's own split name), for logs and the model card
     skipped: list[dict] = field(default_factory=list)  # unreadable files: split, file, error
     root: Path | None = None  # the local folder (or the generated demo) the splits were read from; None: the Hub
+    layout: Layout | None = None  # how the dataset was read (config, split roles, columns), for the recipe
 
     def identity(self) -> dict:
         """What the run trains and evaluates on, for the checkpoint's run signature, per split: its size,
@@ -118,63 +120,81 @@ def local_root(dataset: str) -> Path | None:
     return Path(dataset).expanduser() if Path(dataset).expanduser().is_dir() else None
 
 
-def load_dataset_dict(cfg: TrainConfig) -> DatasetDict:
-    """Every split of cfg.dataset (a Hub id, a local folder or 'demo'); images are decoded on access."""
-    if (root := local_root(cfg.dataset)) is not None:
-        return load_folder(root)
+def load_dataset_dict(cfg: TrainConfig) -> tuple[DatasetDict, Layout]:
+    """Every split of cfg.dataset (a Hub id, a local folder or 'demo') keyed by role (train, validation, test), with
+    `image` (decoded on access) and `label` (a ClassLabel) columns, and how it was read."""
+    if (local := local_root(cfg.dataset)) is not None:
+        flags = {"--dataset-config": cfg.dataset_config, "--image-column": cfg.image_column not in (None, "image"),
+                 "--label-column": cfg.label_column not in (None, "label")}
+        if any(flags.values()):
+            raise ConfigError(f"{', '.join(flag for flag, given in flags.items() if given)}: for a Hub dataset; "
+                              f"{cfg.dataset} is a local folder, whose split folders, class folders and image files "
+                              f"are its layout")
+        found = load_folder(local)
+        return found, Layout(cfg.dataset, None, {split: split for split in found}, "image", "label",
+                             list(found["train"].features["label"].names))
     if not is_repo_id(cfg.dataset) or "@" in cfg.dataset:
         raise DatasetError(f"--dataset {cfg.dataset}: no such folder (in {Path.cwd()}), and not a Hub dataset "
                            f"id (org/name)")
     hint = "pass a local image folder or --dataset demo"
     with hub_errors(f"dataset {cfg.dataset!r}", hint=hint):
         try:
-            return load_dataset(cfg.dataset)
+            return load_hub_dataset(cfg.dataset, cfg.dataset_config, cfg.image_column, cfg.label_column)
         except DatasetNotFoundError:
             raise DatasetError(f"--dataset {cfg.dataset}: no such folder (in {Path.cwd()}), and no such dataset "
                                f"on the Hub ({constants.ENDPOINT}); check the spelling (Food-101 is ethz/food101), "
                                f"or {hint}") from None
 
 
+def _scorable(found: DatasetDict, layout: Layout) -> list[str]:
+    """The evaluation roles present (validation, then test) whose labels are not withheld; the log names those
+    that are."""
+    scorable = []
+    for role in (role for role in EVAL_SPLITS if role in found):
+        if labels_withheld(found[role]):
+            logger.info("%s: the %s split's labels are withheld (every one is -1 or null, as in a benchmark's "
+                        "hidden test set): it cannot be scored, so it is not evaluated on", layout.dataset,
+                        layout.splits[role])
+        else:
+            scorable.append(role)
+    return scorable
+
+
 def load_splits(cfg: TrainConfig) -> Splits:
-    """Train and eval datasets with `image`/`label` columns named as in cfg, and the label names."""
-    ds = load_dataset_dict(cfg)
-    if "train" not in ds:
-        raise DatasetError(f"{cfg.dataset}: no 'train' split (found {', '.join(ds)})")
-    label_feature = ds["train"].features.get(cfg.label_column)
-    if label_feature is None and cfg.image_column in ds["train"].features:
-        # imagefolder adds no label column when everything sits in one class folder
-        raise DatasetError(f"{cfg.dataset}: found images but not at least 2 class folders; lay it out as "
-                           f"train/<class>/*.jpg (and validation/<class>/*.jpg)")
-    if not isinstance(label_feature, ClassLabel):
-        raise DatasetError(f"{cfg.dataset}: column {cfg.label_column!r} is not a ClassLabel "
-                           f"(columns: {', '.join(ds['train'].column_names)})")
-    if len(label_feature.names) < 2:
-        raise DatasetError(f"{cfg.dataset}: found {len(label_feature.names)} class(es) "
-                           f"({', '.join(label_feature.names) or 'none'}); a classifier needs at least 2")
-    eval_split = next((name for name in EVAL_SPLITS if name in ds), None)
+    """Train and eval datasets with `image`/`label` columns, the label names and how the dataset was read. Every
+    label of both is checked here, before any training (`hub_dataset.check_labels`)."""
+    ds, layout = load_dataset_dict(cfg)
+    label_names = layout.label_names
+    if len(label_names) < 2:
+        raise DatasetError(f"{cfg.dataset}: found {len(label_names)} class(es) "
+                           f"({', '.join(label_names) or 'none'}); a classifier needs at least 2")
+    scorable = _scorable(ds, layout)
+    for used in ["train", *scorable[:1]]:
+        check_labels(ds[used], f"{cfg.dataset}/{layout.splits[used]}")
+    role = scorable[0] if scorable else None
     train = ds["train"]
-    if eval_split is None:
+    if role is None:
         try:
-            held_out = train.train_test_split(test_size=cfg.val_fraction, stratify_by_column=cfg.label_column,
+            held_out = train.train_test_split(test_size=cfg.val_fraction, stratify_by_column="label",
                                               seed=cfg.seed)
         except ValueError:
-            problem = holdout_problem(Counter(label_feature.names[i] for i in train[cfg.label_column]),
-                                      cfg.val_fraction)
+            problem = holdout_problem(Counter(label_names[i] for i in train["label"]), cfg.val_fraction)
             if problem is None:
                 raise
             raise DatasetError(f"{cfg.dataset} has no validation or test split, so a stratified "
                                f"{cfg.val_fraction:g} of train is held out to evaluate on, but {problem}") from None
         train, evaluation = held_out["train"], held_out["test"]
         eval_split = f"stratified {cfg.val_fraction:.0%} hold-out of train (seed {cfg.seed})"
-        logger.info("%s has no validation or test split: evaluating on a %s", cfg.dataset, eval_split)
+        logger.info("%s has no validation or test split to score: evaluating on a %s", cfg.dataset, eval_split)
     else:
-        evaluation = ds[eval_split]
-        if eval_split == "validation" and "test" in ds:
-            logger.info("evaluating on the validation split; the test split (%d images) is left untouched: score "
-                        "it once, at the end, with python -m food101hf.report --split test", len(ds["test"]))
-        elif eval_split == "test":
-            logger.info("no validation split: evaluating on the test split, so its top-1 is a test score only if "
-                        "no setting is chosen by it")
+        evaluation, eval_split = ds[role], layout.splits[role]
+        if role == "validation" and "test" in scorable:
+            logger.info("evaluating on the %s split; the %s split (%d images) is left untouched: score it once, at "
+                        "the end, with python -m food101hf.report --split %s", eval_split, layout.splits["test"],
+                        len(ds["test"]), layout.splits["test"])
+        elif role == "test":
+            logger.info("no validation split: evaluating on the %s split, so its top-1 is a test score only if "
+                        "no setting is chosen by it", eval_split)
     # quick runs take a seeded random subset: Food-101's splits are sorted by class
     available = len(train)
     if cfg.max_train_samples:
@@ -182,23 +202,23 @@ def load_splits(cfg: TrainConfig) -> Splits:
     if cfg.max_eval_samples:
         evaluation = evaluation.shuffle(seed=cfg.seed).select(range(min(cfg.max_eval_samples, len(evaluation))))
 
-    train, skipped = drop_unreadable(train, cfg.image_column, "train", cfg.num_workers)
-    evaluation, skipped_eval = drop_unreadable(evaluation, cfg.image_column, "eval", cfg.num_workers)
+    train, skipped = drop_unreadable(train, "image", "train", cfg.num_workers)
+    evaluation, skipped_eval = drop_unreadable(evaluation, "image", "eval", cfg.num_workers)
     skipped += skipped_eval
     for item in skipped:
         logger.warning("skipping %s (%s): %s", item["file"], item["split"], item["error"])
-    missing = sorted(set(range(len(label_feature.names))) - set(train[cfg.label_column]))
-    names = ", ".join(label_feature.names[i] for i in missing)
+    missing = sorted(set(range(len(label_names))) - set(train["label"]))
+    names = ", ".join(label_names[i] for i in missing)
     if missing and not cfg.max_train_samples:
         raise DatasetError(f"{cfg.dataset}: no readable training images for class(es) {names}")
     if missing:
         logger.warning("the --max-train-samples subset (a seeded random %d of %d training images) has no readable "
                        "image of %d of the %d classes (%s): the model cannot learn them in this run; raise "
                        "--max-train-samples for every class to appear", len(train), available, len(missing),
-                       len(label_feature.names), names)
+                       len(label_names), names)
     if len(evaluation) == 0:
         raise DatasetError(f"{cfg.dataset}: the {eval_split} split has no readable images")
-    return Splits(train, evaluation, list(label_feature.names), eval_split, skipped, local_root(cfg.dataset))
+    return Splits(train, evaluation, label_names, eval_split, skipped, local_root(cfg.dataset), layout)
 
 
 def holdout_problem(counts: Counter, fraction: float) -> str | None:
@@ -237,23 +257,29 @@ def check_classes(dataset: str, found: list[str], model: str, expected: list[str
 
 
 def eval_dataset(cfg: TrainConfig, split: str | None) -> tuple[Dataset, list[str], str]:
-    """(dataset, label names, where it comes from) for a report: `split` of cfg.dataset, by default validation or
-    test, else the seeded stratified hold-out of train that train.py evaluated on. The same --max-eval-samples
-    subset as train.py's; unreadable images are dropped and named."""
-    found = load_dataset_dict(cfg)
-    split = split or next((name for name in EVAL_SPLITS if name in found), None)
+    """(dataset, label names, the split's name) for a report: `split` of cfg.dataset (its name in the dataset, or
+    its role by the split folder names: validation, val, test, ...), by default the one train.py evaluated on:
+    validation or test, skipping one whose labels are withheld, else the seeded stratified hold-out of train. Its
+    labels are checked (`hub_dataset.check_labels`); the same --max-eval-samples subset as train.py's; unreadable
+    images are dropped and named."""
+    found, layout = load_dataset_dict(cfg)
     if split is None:
-        splits = load_splits(cfg)
-        return splits.eval, splits.label_names, splits.eval_split
-    if split not in found:
-        raise DatasetError(f"{cfg.dataset}: no split {split!r} (found {', '.join(found)})")
-    dataset = found[split]
-    feature = dataset.features.get(cfg.label_column)
-    if not isinstance(feature, ClassLabel):
-        raise DatasetError(f"{cfg.dataset}/{split}: column {cfg.label_column!r} is not a ClassLabel")
+        role = next(iter(_scorable(found, layout)), None)
+        if role is None:
+            splits = load_splits(cfg)
+            return splits.eval, splits.label_names, splits.eval_split
+    else:
+        role = {name: role for role, name in layout.splits.items()}.get(split) or split_role(split)
+        if role not in found:
+            raise DatasetError(f"{cfg.dataset}: no split {split!r} (found {', '.join(layout.splits.values())})")
+    name, dataset = layout.splits[role], found[role]
+    if labels_withheld(dataset):
+        raise DatasetError(f"{cfg.dataset}/{name}: its labels are withheld (every one is -1 or null), so it cannot "
+                           f"be scored; pass another --split (found {', '.join(layout.splits.values())})")
+    check_labels(dataset, f"{cfg.dataset}/{name}")
     if cfg.max_eval_samples:  # the same seeded subset as train.py's: Food-101's splits are sorted by class
         dataset = dataset.shuffle(seed=cfg.seed).select(range(min(cfg.max_eval_samples, len(dataset))))
-    dataset, skipped = drop_unreadable(dataset, cfg.image_column, split, cfg.num_workers)
+    dataset, skipped = drop_unreadable(dataset, "image", name, cfg.num_workers)
     for item in skipped:
-        logger.warning("skipping %s (%s): %s", item["file"], split, item["error"])
-    return dataset, list(feature.names), split
+        logger.warning("skipping %s (%s): %s", item["file"], name, item["error"])
+    return dataset, layout.label_names, name

@@ -131,8 +131,18 @@ class FolderListing:
             logger.info("%s", ignored_line(reason, names))
 
 
-def _split_of(name: str) -> str | None:
+def split_role(name: str) -> str | None:
+    """The split ('train', 'validation' or 'test') a folder, or a Hub dataset's split, named `name` is, by
+    SPLIT_FOLDERS in any case; None for any other name."""
     return SPLIT_FOLDERS.get(unicodedata.normalize("NFC", name).casefold())
+
+
+def split_names() -> str:
+    """'train/training, validation/val/valid/dev, test/testing': the names SPLIT_FOLDERS reads, split by split."""
+    by_role: dict[str, list[str]] = defaultdict(list)
+    for name, role in SPLIT_FOLDERS.items():
+        by_role[role].append(name)
+    return ", ".join("/".join(names) for names in by_role.values())
 
 
 def _ignore_loose(listing: FolderListing, entry: Path) -> None:
@@ -147,11 +157,10 @@ def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
     found: dict[str, Path] = {}
     others = []
     for entry in sorted(root.iterdir()):
-        split = _split_of(entry.name) if entry.is_dir() and not is_hidden(entry.name) else None
+        split = split_role(entry.name) if entry.is_dir() and not is_hidden(entry.name) else None
         if split in found:
             raise DatasetError(f"{root}: {found[split].name}/ and {entry.name}/ are both the {split} split; keep "
-                                 f"one (split folders: train/training, validation/val/valid/dev, test/testing, in "
-                                 f"any case)")
+                                 f"one (split folders: {split_names()}, in any case)")
         if split:
             found[split] = entry
         elif entry.is_dir() and not is_hidden(entry.name):
@@ -159,7 +168,7 @@ def _split_folders(root: Path, listing: FolderListing) -> dict[str, Path]:
         else:
             _ignore_loose(listing, entry)
     if not found:
-        wrapped = [entry for entry in others if any(child.is_dir() and _split_of(child.name)
+        wrapped = [entry for entry in others if any(child.is_dir() and split_role(child.name)
                                                     for child in entry.iterdir())]
         if wrapped:  # e.g. a zip extracted into a folder of its own
             raise DatasetError(f"{root}: the split folders are inside {wrapped[0].name}/; pass that folder "

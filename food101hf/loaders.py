@@ -72,7 +72,6 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
     of uint8 images: `model_input` normalises each batch. With cfg.decode_on_device, loaders of encoded images,
     crop boxes and flips instead, which `device_data.device_batches` turns into model input on the device. Raises
     DatasetError when the training images are fewer than one batch (and cfg.epochs asks for training)."""
-    columns = (cfg.image_column, cfg.label_column)
     train_transform = build_transform(data_config, image_size, True, cfg, normalize=False)
     collate = None
     if cfg.decode_on_device:
@@ -82,14 +81,13 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
         steps = train_transform.timm.transforms
         crop = next(step for step in steps if isinstance(step, RandomResizedCropAndInterpolation))
         hflip = next((step.p for step in steps if isinstance(step, transforms.RandomHorizontalFlip)), 0.0)
-        train, evaluation = (EncodedSamples(dataset.cast_column(cfg.image_column, ImageFeature(decode=False)),
-                                            *columns, train_crop, hflip, image_size, data_config["crop_pct"])
+        train, evaluation = (EncodedSamples(dataset.cast_column("image", ImageFeature(decode=False)), "image",
+                                            "label", train_crop, hflip, image_size, data_config["crop_pct"])
                              for dataset, train_crop in ((splits.train, crop), (splits.eval, None)))
         train, collate = SeededAugmentation(train, seed), collate_encoded
     else:
-        train = SeededAugmentation(with_transform(splits.train, train_transform, *columns), seed)
-        evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
-                                    *columns)
+        train = SeededAugmentation(with_transform(splits.train, train_transform), seed)
+        evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False))
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=cfg.num_workers > 0, worker_init_fn=ignore_stop_signals,
                   collate_fn=collate)
@@ -107,8 +105,7 @@ def batchnorm_loader(splits: Splits, cfg: TrainConfig, data_config: dict,
     """Shuffled training images with the eval preprocessing at `image_size` (what the model will see when served),
     for re-estimating BatchNorm statistics (polish.py). Seeded: every process draws the same batches, so all
     replicas get identical statistics without relying on DDP's broadcast."""
-    images = with_transform(splits.train, build_transform(data_config, image_size, False, normalize=False),
-                            cfg.image_column, cfg.label_column)
+    images = with_transform(splits.train, build_transform(data_config, image_size, False, normalize=False))
     return torch.utils.data.DataLoader(images, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
                                        worker_init_fn=ignore_stop_signals,
                                        generator=torch.Generator().manual_seed(cfg.seed))

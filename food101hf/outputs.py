@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 import os
 import platform
 import subprocess
@@ -31,6 +32,7 @@ WEIGHTS = "model.safetensors"
 # what loading and describing a model needs (the app shows metrics.json); nothing pickled
 FETCHED_FILES = [WEIGHTS, "config.json", "train_config.yaml", "metrics.json"]
 EXAMPLES_PER_PAGE = 10
+logger = logging.getLogger(__name__)
 
 
 # ---- the recipe and where it came from ----
@@ -57,11 +59,11 @@ def versions() -> dict[str, str]:
     return found
 
 
-def save_config(cfg, path: str | Path) -> None:
-    """Write the resolved config, reloadable with --config; provenance goes in the header comments; local folders
-    relative to the file's own folder (`record_folders`)."""
+def save_config(cfg, path: str | Path, notes: list[str] = ()) -> None:
+    """Write the resolved config, reloadable with --config; provenance and `notes` go in the header comments; local
+    folders relative to the file's own folder (`record_folders`)."""
     header = [f"# written by: {' '.join(Path(sys.argv[0]).name.split())} (git {_git_revision()})"]
-    header += [f"# {name} {version}" for name, version in versions().items()]
+    header += [f"# {name} {version}" for name, version in versions().items()] + [f"# {note}" for note in notes]
     _write_recipe(Path(path), header, record_folders(dataclasses.asdict(cfg), Path(path).parent, Path.cwd()))
 
 
@@ -136,6 +138,22 @@ def recorded_dataset(dataset, recipe: Path) -> str:
         raise ConfigError(f"{recipe} records the local dataset folder {where}, which is not on this machine: "
                           f"pass --dataset")
     return str(path)
+
+
+LAYOUT_FIELDS = ("dataset_config", "image_column", "label_column")  # how a run read its dataset (hub_dataset.py)
+
+
+def reuse_layout(cfg, recipe: dict):
+    """`cfg` with the dataset config and columns a recorded recipe (train_config.yaml) read its dataset with, where
+    `cfg` names the same dataset and leaves them to be detected: a later command (polish.py, the report) reads the
+    dataset as the run did. A flag given wins."""
+    if recipe.get("dataset") != cfg.dataset:
+        return cfg
+    reused = {key: recipe[key] for key in LAYOUT_FIELDS if getattr(cfg, key) is None and recipe.get(key) is not None}
+    if reused:
+        logger.info("reading %s as its recorded run did: %s", cfg.dataset,
+                    ", ".join(f"{key} {value}" for key, value in reused.items()))
+    return dataclasses.replace(cfg, **reused)
 
 
 def dataset_kind(dataset) -> str:

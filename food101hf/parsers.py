@@ -42,8 +42,10 @@ def report_parser() -> ArgumentParser:
     required.add_argument("--output-dir", help="where to write the report (required) or the audit (optional)")
     options.add_argument("--audit", action="store_true", help="audit the dataset's files instead of a model: modes, "
                                                               "sizes, duplicates and unreadable files per split")
-    options.add_argument("--split", help="split to evaluate; default: validation or test, else the stratified "
-                                         "hold-out train.py used (set by --val-fraction and --seed)")
+    options.add_argument("--split", help="split to evaluate, by its name in the dataset or its role (validation, "
+                                         "test, train); default: the one train.py evaluates on: validation, else "
+                                         "test (never one whose labels are withheld), else the stratified hold-out "
+                                         "of train (set by --val-fraction and --seed)")
     options.add_argument("--image-size", type=positive_int, help="evaluation resolution; default: the model's own")
     options.add_argument("--tta", action="store_true", help="average the logits over each image and its mirror")
     options.add_argument("--batch-size", type=positive_int, default=64,
@@ -55,10 +57,11 @@ def report_parser() -> ArgumentParser:
     options.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                          help=f"as in train.py (default: {defaults.val_fraction})")
     options.add_argument("--seed", type=int, default=defaults.seed, help=f"as in train.py (default: {defaults.seed})")
-    options.add_argument("--image-column", default=defaults.image_column,
-                         help=f"image column of a Hub dataset (default: {defaults.image_column})")
-    options.add_argument("--label-column", default=defaults.label_column,
-                         help=f"label column of a Hub dataset (default: {defaults.label_column})")
+    recorded = "default: as the model's run read its dataset (train_config.yaml), else as train.py detects it"
+    options.add_argument("--dataset-config", metavar="NAME", help=f"config of a Hub dataset that has several; "
+                                                                  f"{recorded}")
+    options.add_argument("--image-column", metavar="NAME", help=f"image column of a Hub dataset; {recorded}")
+    options.add_argument("--label-column", metavar="NAME", help=f"label column of a Hub dataset; {recorded}")
     options.add_argument("--mixed-precision", default=defaults.mixed_precision, choices=MIXED_PRECISION,
                          help=f"as in train.py (default: {defaults.mixed_precision})")
     return parser

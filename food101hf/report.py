@@ -20,6 +20,7 @@ if __name__ == "__main__":  # answer --help and refuse bad flags before torch an
     parse_early(report_parser)
 
 import csv
+import dataclasses
 import json
 import logging
 import shutil
@@ -34,12 +35,13 @@ from .analysis import confused_pairs, confusion_matrix, per_class_table
 from .audit import audit_dataset, audit_markdown, write_audit
 from .checkpoint import checkpoint_root, resume_advice
 from .cli import run, setup_logging
-from .config import TrainConfig
+from .config import TrainConfig, local_dataset
 from .data import check_classes, eval_dataset
 from .engine import create_accelerator, evaluate_logits, ranked_predictions, score_logits
 from .errors import UsageError
 from .images import open_rgb
 from .model import load_trained
+from .outputs import read_recipes, reuse_layout, trained_folder
 from .parsers import report_parser
 from .runtime import set_num_threads
 from .storage import staged_writes
@@ -100,14 +102,13 @@ def _headline(metrics: dict) -> str:
 
 @torch.inference_mode()
 def write_report(accelerator, model, eval_loader, label_names: list[str], out_dir: str | Path, image_size: int,
-                 tta: bool = False, eval_split: str = "validation", image_column: str = "image",
-                 label_column: str = "label", title: str | None = None,
+                 tta: bool = False, eval_split: str = "validation", title: str | None = None,
                  evaluation: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-    """Evaluate `model` on `eval_loader` (prepared by `accelerator`, unshuffled, built over a `datasets`
-    Dataset with `with_transform`) and write the report into `out_dir`. Call it on every process: each
-    evaluates its shard and all receive the gathered logits; the main process writes. `evaluation`, the
-    (logits, labels) of `engine.evaluate_logits` for this model and loader (training's last evaluation), is
-    used instead of evaluating again. Returns the metrics."""
+    """Evaluate `model` on `eval_loader` (prepared by `accelerator`, unshuffled, built with `with_transform` over a
+    `datasets` Dataset with `data`'s `image` and `label` columns) and write the report into `out_dir`. Call it on
+    every process: each evaluates its shard and all receive the gathered logits; the main process writes.
+    `evaluation`, the (logits, labels) of `engine.evaluate_logits` for this model and loader (training's last
+    evaluation), is used instead of evaluating again. Returns the metrics."""
     logits, labels = evaluation if evaluation is not None else evaluate_logits(accelerator, model, eval_loader,
                                                                                desc="report", tta=tta)
     metrics = score_logits([(logits, labels)]) | {"image_size": image_size, "tta": tta, "eval_split": eval_split}
@@ -116,7 +117,7 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
 
     raw = eval_loader.dataset.with_format(None)  # the untransformed rows: original images and labels
     labels = labels.numpy()
-    if not np.array_equal(labels, raw[label_column]):
+    if not np.array_equal(labels, raw["label"]):
         raise RuntimeError("the gathered evaluation is not in dataset order; is the eval loader shuffled?")
     predictions = ranked_predictions(logits)[:, 0].numpy()
     confusion = confusion_matrix(labels, predictions, len(label_names))
@@ -134,7 +135,7 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     confidence = logits.softmax(-1).max(-1).values.numpy()
     wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
-    images = [open_rgb(raw[int(i)][image_column]) for i in shown]
+    images = [open_rgb(raw[int(i)]["image"]) for i in shown]
     for image in images:
         image.thumbnail((400, 400))  # in place; a tile is 250 px wide
     captions = [caption(label_names[labels[i]], label_names[predictions[i]], confidence[i]) for i in shown]
@@ -165,8 +166,7 @@ def report_run(accelerator, cfg, model, eval_loader, label_names: list[str], out
     if cfg.report:
         with staged_writes(out / "report", resume_advice(checkpoint_root(out)), files="the report") as stage:
             write_report(accelerator, model, eval_loader, label_names, stage, cfg.image_size,
-                         eval_split=eval_split, image_column=cfg.image_column, label_column=cfg.label_column,
-                         title=f"Error analysis of {out.name}", evaluation=evaluation)
+                         eval_split=eval_split, title=f"Error analysis of {out.name}", evaluation=evaluation)
     elif accelerator.is_main_process:
         shutil.rmtree(out / "report", ignore_errors=True)
 
@@ -178,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.audit and not (args.model and args.output_dir):
         raise UsageError("a report needs --model and --output-dir (or pass --audit) "
                          "(`python -m food101hf.report --help` lists the flags)")
-    cfg = TrainConfig(dataset=args.dataset, image_column=args.image_column, label_column=args.label_column,
+    cfg = TrainConfig(dataset=args.dataset, dataset_config=args.dataset_config, image_column=args.image_column,
+                      label_column=args.label_column,
                       val_fraction=args.val_fraction, seed=args.seed, max_eval_samples=args.max_eval_samples,
                       batch_size=args.batch_size, num_workers=args.num_workers,
                       mixed_precision=args.mixed_precision, output_dir=args.output_dir or ".")
@@ -192,7 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = set_num_threads()
     logger.info("%d torch thread(s) per process (%s)", threads.count, threads.reason)
     accelerator = create_accelerator(cfg)
-    model = load_trained(args.model).to(memory_format=torch.channels_last)
+    folder = trained_folder(args.model)
+    recipe = read_recipes(folder)[0] if (folder / "train_config.yaml").is_file() else {}
+    # on the model's own dataset, its config and columns as its run read them (unless flags say otherwise)
+    cfg = reuse_layout(dataclasses.replace(cfg, dataset=local_dataset(args.dataset)), recipe)
+    model = load_trained(folder).to(memory_format=torch.channels_last)
     label_names = list(model.pretrained_cfg["label_names"])
     with accelerator.main_process_first():  # one process generates/caches the dataset; the others read it
         dataset, dataset_labels, eval_split = eval_dataset(cfg, args.split)
@@ -200,13 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     data_config = resolve_model_data_config(model)
     image_size = args.image_size or data_config["input_size"][-1]
     transform = build_transform(data_config, image_size, is_training=False, normalize=False)
-    loader = torch.utils.data.DataLoader(with_transform(dataset, transform, cfg.image_column, cfg.label_column),
+    loader = torch.utils.data.DataLoader(with_transform(dataset, transform),
                                          batch_size=cfg.batch_size, num_workers=cfg.num_workers, shuffle=False)
     model, loader = accelerator.prepare(model, loader)
     with staged_writes(args.output_dir, "Free space (or pass another --output-dir) and rerun", "the report") as stage:
         metrics = write_report(accelerator, model, loader, label_names, stage, image_size, tta=args.tta,
-                               eval_split=eval_split, image_column=cfg.image_column,
-                               label_column=cfg.label_column, title=f"Error analysis of {args.model}")
+                               eval_split=eval_split, title=f"Error analysis of {args.model}")
     if accelerator.is_main_process:
         print(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; report written to "
               f"{Path(args.output_dir).resolve()}")

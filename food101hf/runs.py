@@ -4,12 +4,13 @@ own steps (no Trainer class, no callbacks):
     accelerator, threads = start_run(cfg)          # allocator, threads, Accelerator, seed
     out, checkpoints = check_run(cfg, accelerator)  # a resume of other settings, a full disk: refused now
     ...                                             # the script's data, model, training, report
-    write_recipe(cfg, out)                          # once the start succeeded: the folder's first file
+    write_recipe(accelerator, cfg, out, splits)     # once the start succeeded: the folder's first file
     export_run(accelerator, cfg, model, ...)        # weights, config, metrics.json, model card; push; next steps
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shlex
 from pathlib import Path
@@ -55,12 +56,15 @@ def check_run(cfg: TrainConfig, accelerator: Accelerator) -> tuple[Path, Path]:
     return out, checkpoints
 
 
-def write_recipe(accelerator: Accelerator, cfg: TrainConfig, out: Path, base_recipe: Path | None = None) -> None:
-    """The output folder's first files, once the start succeeded: train_config.yaml (the resolved recipe and its
-    provenance) and, after a polish, the init's recipe as base_config.yaml."""
+def write_recipe(accelerator: Accelerator, cfg: TrainConfig, out: Path, splits: Splits,
+                 base_recipe: Path | None = None) -> None:
+    """The output folder's first files, once the start succeeded: train_config.yaml (the resolved recipe, with the
+    dataset config and columns as read, and its provenance, the split roles included) and, after a polish, the
+    init's recipe as base_config.yaml."""
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "train_config.yaml")
+        save_config(dataclasses.replace(cfg, **splits.layout.recorded()), out / "train_config.yaml",
+                    notes=[f"dataset splits: {splits.layout.describe_splits()}; evaluated on: {splits.eval_split}"])
         if base_recipe is not None:
             copy_recipe(base_recipe, out / "base_config.yaml")
 
@@ -82,7 +86,7 @@ def export_run(accelerator: Accelerator, cfg: TrainConfig, model, splits: Splits
                 f"{out.resolve()}")
     if cfg.push_to_hub:
         logger.info(f"pushed to {push_run(out, cfg)}")
-    print(next_steps(out, cfg, example_file(splits.eval, cfg.image_column)), flush=True)
+    print(next_steps(out, cfg, example_file(splits.eval)), flush=True)
 
 
 def next_steps(out: Path, cfg, example_image: str | None) -> str:

@@ -2,6 +2,7 @@
 shares (`trained`), a stand-in Hub, CPU Accelerators. Nothing touches the network."""
 
 import hashlib
+import io
 import os
 import shutil
 import socket
@@ -35,6 +36,22 @@ def write_image_folder(root: Path, classes: list[str], per_class: int, size=(40,
                              0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     return root
+
+
+def jpeg(colour, seed: int) -> bytes:
+    """A 48x40 JPEG of `colour` with noise, as bytes (what a Hub dataset's parquet holds)."""
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
+    return buffer.getvalue()
+
+
+def parquet(dataset) -> bytes:
+    """A `datasets.Dataset` as one parquet shard, as the Hub serves a dataset's data files."""
+    buffer = io.BytesIO()
+    dataset.to_parquet(buffer)
+    return buffer.getvalue()
 
 
 CLASSES = ["beignets", "crème brûlée", "fish and chips"]  # spaces and non-ASCII on purpose

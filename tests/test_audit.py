@@ -8,6 +8,7 @@ from datasets import Image as ImageFeature
 from conftest import plant_audit_folder, write_image_folder
 from food101hf.audit import audit, folder_items, hub_items
 from food101hf.folders import list_folder
+from food101hf.hub_dataset import resolve, standardize
 
 
 def test_audit_counts_planted_duplicates_and_bad_files(tmp_path):
@@ -26,12 +27,17 @@ def test_audit_counts_planted_duplicates_and_bad_files(tmp_path):
 
 
 def test_audit_of_a_hub_style_dataset_reads_undecoded_bytes(tmp_path):
-    write_image_folder(tmp_path / "i", ["a"], per_class=2)
-    good = [(tmp_path / "i" / "a" / f"{i}.jpg").read_bytes() for i in range(2)]
-    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["x", "y"])})
-    rows = {"image": [{"bytes": b, "path": None} for b in (good[0], good[1], good[0], b"junk")],
-            "label": [0, 1, 1, 0]}
-    splits = DatasetDict(train=Dataset.from_dict(rows, features=features))
-    result = audit(hub_items(splits, "image", "label"))
+    write_image_folder(tmp_path / "i", ["a"], per_class=3)
+    good = [(tmp_path / "i" / "a" / f"{i}.jpg").read_bytes() for i in range(3)]
+    features = Features({"img": ImageFeature(), "labels": ClassLabel(names=["x", "y"])})
+    rows = {"img": [{"bytes": b, "path": None} for b in (good[0], good[1], good[0], b"junk")],
+            "labels": [0, 1, 1, 0]}
+    # a benchmark's hidden test split: every label withheld (-1), which int2str refuses
+    hidden = {"img": [{"bytes": good[2], "path": None}], "labels": [-1]}
+    found = DatasetDict(train=Dataset.from_dict(rows, features=features),
+                        Testing=Dataset.from_dict(hidden, features=features))
+    layout = resolve(found, "acme/dishes", None)  # the columns and splits as training reads them
+    result = audit(hub_items(standardize(found, layout), layout))
     assert result["splits"]["train"]["unreadable"] == 1 and result["splits"]["train"]["modes"] == {"RGB": 3}
     assert result["duplicate_groups"] == 1 and result["duplicates_across_labels"] == 1
+    assert result["splits"]["Testing"]["images"] == 1 and result["splits"]["Testing"]["unreadable"] == 0

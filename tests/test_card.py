@@ -62,6 +62,22 @@ def test_a_fine_tune_names_its_checkpoint_as_base_model_with_its_licence(tmp_pat
     assert model_license(yaml.safe_load((folder / "train_config.yaml").read_text())) == license
 
 
+def test_a_hub_dataset_is_declared_with_the_config_and_split_it_was_read_with(tmp_path):
+    folder = with_recipe(export_model_folder(tmp_path / "run", sorted(CLASSES)), dataset="acme/dishes",
+                         dataset_config="photos", image_column="img", label_column="labels")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps(metrics | {"eval_split": "valid"}))
+    card = card_of(folder, repo_id="food/dishes")
+    assert card.data.datasets == ["acme/dishes"]
+    result = card.data.eval_results[0]
+    assert (result.dataset_type, result.dataset_config, result.dataset_split) == ("acme/dishes", "photos", "valid")
+    assert "[acme/dishes](https://huggingface.co/datasets/acme/dishes) (config `photos`)" in card.text
+    # a dataset's only config, `default`, goes without saying in the text
+    folder = with_recipe(folder, dataset="acme/dishes", dataset_config="default")
+    assert "(config `" not in card_of(folder).text and card_of(folder).data.eval_results[0].dataset_config == \
+        "default"
+
+
 def test_a_local_dataset_is_named_but_never_declared_as_a_hub_dataset(tmp_path):
     food = tmp_path / "my photos" / "food"
     food.mkdir(parents=True)

@@ -3,31 +3,20 @@ serves Food-101 in the Hub's layout (parquet shards under data/, the dataset car
 features and the 101 class names in order) and timm's `resnet18.a1_in1k` weights (generated, not the real ones).
 Then polish.py and predict on the result. Marked slow: ~1-2 min on 2 cores."""
 
-import io
 import json
 
-import numpy as np
 import pytest
 import timm
 import torch
 import yaml
 from datasets import ClassLabel, Dataset, Features
 from datasets import Image as ImageFeature
-from PIL import Image
 from safetensors.torch import load_file, save
 
-from conftest import FOOD101, run_script
+from conftest import FOOD101, jpeg, parquet, run_script
 from hub_server import HubServer
 
 pytestmark = pytest.mark.slow
-
-
-def jpeg(colour, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    pixels = np.clip(np.array(colour) + rng.normal(0, 20, (40, 48, 3)), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=85)
-    return buffer.getvalue()
 
 
 def parquet_shard(labels: list[int], seed: int) -> bytes:
@@ -35,9 +24,7 @@ def parquet_shard(labels: list[int], seed: int) -> bytes:
     colours = [((37 * i) % 256, (91 * i) % 256, (53 * i) % 256) for i in range(len(FOOD101))]
     rows = {"image": [{"bytes": jpeg(colours[label], seed + i), "path": None} for i, label in enumerate(labels)],
             "label": labels}
-    buffer = io.BytesIO()
-    Dataset.from_dict(rows, features=features).to_parquet(buffer)
-    return buffer.getvalue()
+    return parquet(Dataset.from_dict(rows, features=features))
 
 
 def food101_repo(train_per_class: int = 2, validation_per_class: int = 1) -> dict[str, bytes]:
