@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 # Settings that may change between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"output_dir", "num_workers", "report_to", "push_to_hub", "hub_private", "hub_revision",
                      "hub_commit_message", "checkpoint_every", "keep_checkpoints", "resume", "report"}
+# Which config and columns a Hub dataset is read with is part of the data's identity (its content, compared once
+# loaded), not a setting: a detected column (None) is the one a checkpoint written before detection named
+NOT_COMPARED = RESUMABLE_CHANGES | {"dataset_config", "image_column", "label_column"}
 
 
 def checkpoint_root(output_dir: str | Path) -> Path:
@@ -70,7 +73,7 @@ def run_signature(cfg: TrainConfig, label_names: list[str], num_processes: int, 
 
 
 def _settings(cfg: TrainConfig, num_processes: int) -> dict:
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_COMPARED}
     return settings | {"num_processes": num_processes}
 
 

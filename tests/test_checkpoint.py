@@ -119,11 +119,13 @@ def test_a_local_dataset_that_moved_resumes_by_content_and_later_checkpoints_rec
 
 
 def test_a_checkpoint_from_before_content_identity_still_resumes_where_nothing_changed(checkpointable, tmp_path):
-    """progress.json of an earlier food101hf: the absolute dataset path, and each split's size and datasets'
-    fingerprint only."""
+    """progress.json of an earlier food101hf: the absolute dataset path, each split's size and datasets'
+    fingerprint only, and the columns as its flags' defaults then were ('image', 'label'; now detected: None)."""
     accelerator, _ = checkpointable
     old = run_signature(TrainConfig(dataset="/home/me/food"), ["a", "b"], 1, DATA)
+    old |= {"image_column": "image", "label_column": "label"}
     path = save_checkpoint(accelerator, tmp_path, Progress(old, num_updates=1), keep=1)
+    check_resume(TrainConfig(dataset="/home/me/food", resume="auto"), tmp_path, 1)  # the columns are the data's
     assert "content" not in json.loads((path / "progress.json").read_text())["signature"]["data"]["train"]
     same = {split: found | {"content": "new"} for split, found in DATA.items()}
     now = run_signature(TrainConfig(dataset="/home/me/food"), ["a", "b"], 1, same)
