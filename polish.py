@@ -51,7 +51,7 @@ def main(argv=None) -> int:
         raise ConfigError(f"{cfg.init} records no dataset (no train_config.yaml): pass --dataset")
     cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded_dataset(base["dataset"], base_recipe),
                               model=base.get("model", cfg.model))
-    cfg = reuse_layout(cfg, base)  # on the init's dataset, its config and columns as the init's run read them
+    cfg = reuse_layout(cfg, base, init_dir)  # on the init's dataset: its config, columns and hold-out
     check_model(dataclasses.replace(cfg, pretrained=False))  # --freeze and --opt, before any data loads
     out, checkpoints = check_run(cfg, accelerator)  # a resume of other settings, a full disk: refused now
     model = load_trained(init_dir)

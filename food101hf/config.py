@@ -38,7 +38,7 @@ class TrainConfig:
                                       "its one ClassLabel column, else the one named label, labels, target, "
                                       "fine_label or class", None)
     val_fraction: float = option("stratified hold-out of train, used when the dataset has no validation or test split "
-                                "to score", 0.1)
+                                 "to score; the same images for every --seed", 0.1)
     max_train_samples: int | None = option("use only N training images, a seeded random subset (quick runs); "
                                            "default: all", None)
     max_eval_samples: int | None = option("use only N validation images, a seeded random subset (quick runs); "
@@ -115,7 +115,7 @@ class TrainConfig:
         for name in ("lr", "clip_grad"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ConfigError(f"{flag(name)}: must be positive{' (or none)' if name == 'clip_grad' else ''}")
-        if not 0 < self.val_fraction < 1:
+        if self.val_fraction is not None and not 0 < self.val_fraction < 1:
             raise ConfigError(f"{flag('val_fraction')}: must be between 0 and 1")
         for name in ("smoothing", "drop_rate"):
             if getattr(self, name) >= 1:
@@ -155,6 +155,8 @@ class PolishConfig(TrainConfig):
     dataset_config: str | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset", None)
     image_column: str | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset", None)
     label_column: str | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset", None)
+    val_fraction: float | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset",
+                                        None)
     image_size: int = option("polish and evaluation resolution in pixels", 224)
     bn_reestimate: bool = option("re-estimate BatchNorm statistics at the new resolution before fine-tuning", True)
     bn_batches: int = option("shuffled training batches, with eval preprocessing, for the BatchNorm re-estimate",

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .config import TrainConfig
 from .demo import default_demo_dir
 from .errors import ConfigError, ModelNotFoundError
 from .folders import image_files, is_hidden
@@ -140,20 +141,27 @@ def recorded_dataset(dataset, recipe: Path) -> str:
     return str(path)
 
 
-LAYOUT_FIELDS = ("dataset_config", "image_column", "label_column")  # how a run read its dataset (hub_dataset.py)
+# how a run read its dataset (hub_dataset.py) and what it held out to evaluate on (data.load_splits)
+LAYOUT_FIELDS = ("dataset_config", "image_column", "label_column", "val_fraction")
 
 
-def reuse_layout(cfg, recipe: dict):
-    """`cfg` with the dataset config and columns a recorded recipe (train_config.yaml) read its dataset with, where
-    `cfg` names the same dataset and leaves them to be detected: a later command (polish.py, the report) reads the
-    dataset as the run did. A flag given wins."""
-    if recipe.get("dataset") != cfg.dataset:
-        return cfg
-    reused = {key: recipe[key] for key in LAYOUT_FIELDS if getattr(cfg, key) is None and recipe.get(key) is not None}
+def reuse_layout(cfg, recipe: dict, folder: Path):
+    """`cfg` with the dataset config, columns and hold-out fraction a recorded recipe (train_config.yaml, in
+    `folder`) read its dataset with, where `cfg` names the same dataset and leaves them unset (None): a later
+    command (polish.py, the report) reads the dataset as the run did, and evaluates on what it held out. A flag
+    given wins; a val_fraction still unset becomes TrainConfig's default."""
+    recorded = recipe.get("dataset")
+    same = (recorded == cfg.dataset if dataset_kind(recorded) != "local" or dataset_kind(cfg.dataset) != "local" else
+            local_folder(recorded, folder) == Path(cfg.dataset).expanduser().resolve())
+    reused = {key: recipe[key] for key in LAYOUT_FIELDS
+              if same and getattr(cfg, key) is None and recipe.get(key) is not None}
     if reused:
         logger.info("reading %s as its recorded run did: %s", cfg.dataset,
                     ", ".join(f"{key} {value}" for key, value in reused.items()))
-    return dataclasses.replace(cfg, **reused)
+    cfg = dataclasses.replace(cfg, **reused)
+    if cfg.val_fraction is None:
+        cfg = dataclasses.replace(cfg, val_fraction=TrainConfig.val_fraction)
+    return cfg
 
 
 def dataset_kind(dataset) -> str:

@@ -45,7 +45,7 @@ def report_parser() -> ArgumentParser:
     options.add_argument("--split", help="split to evaluate, by its name in the dataset or its role (validation, "
                                          "test, train); default: the one train.py evaluates on: validation, else "
                                          "test (never one whose labels are withheld), else the stratified hold-out "
-                                         "of train (set by --val-fraction and --seed)")
+                                         "of train (set by --val-fraction)")
     options.add_argument("--image-size", type=positive_int, help="evaluation resolution; default: the model's own")
     options.add_argument("--tta", action="store_true", help="average the logits over each image and its mirror")
     options.add_argument("--batch-size", type=positive_int, default=64,
@@ -54,8 +54,8 @@ def report_parser() -> ArgumentParser:
                          help=f"DataLoader worker processes (default: {defaults.num_workers})")
     options.add_argument("--max-eval-samples", type=positive_int,
                          help="evaluate only a seeded random N images; default: all")
-    options.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
-                         help=f"as in train.py (default: {defaults.val_fraction})")
+    options.add_argument("--val-fraction", type=float, help=f"as in train.py (default: the model's train_config.yaml "
+                                                            f"on its dataset, else {defaults.val_fraction})")
     options.add_argument("--seed", type=int, default=defaults.seed, help=f"as in train.py (default: {defaults.seed})")
     recorded = "default: as the model's run read its dataset (train_config.yaml), else as train.py detects it"
     options.add_argument("--dataset-config", metavar="NAME", help=f"config of a Hub dataset that has several; "

@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = trained_folder(args.model)
     recipe = read_recipes(folder)[0] if (folder / "train_config.yaml").is_file() else {}
     # on the model's own dataset, its config and columns as its run read them (unless flags say otherwise)
-    cfg = reuse_layout(dataclasses.replace(cfg, dataset=local_dataset(args.dataset)), recipe)
+    cfg = reuse_layout(dataclasses.replace(cfg, dataset=local_dataset(args.dataset)), recipe, folder)
     model = load_trained(folder).to(memory_format=torch.channels_last)
     label_names = list(model.pretrained_cfg["label_names"])
     with accelerator.main_process_first():  # one process generates/caches the dataset; the others read it

@@ -36,6 +36,17 @@ def test_folder_without_eval_split_gets_a_deterministic_stratified_hold_out(tmp_
     assert first.eval["image"][0].tobytes() == second.eval["image"][0].tobytes()
 
 
+def test_the_hold_out_is_the_same_images_for_every_seed(tmp_path):
+    """--seed varies the training (initialisation, order, augmentation) but never what is evaluated on: seeds are
+    compared on the same images, and polish.py or the report, with their own --seed, hold out what train.py did."""
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 10)
+    held_out = [load_splits(TrainConfig(dataset=str(tmp_path / "d"), val_fraction=0.3, seed=seed))
+                for seed in (0, 7)]
+    assert held_out[0].eval_split == held_out[1].eval_split == "stratified 30% hold-out of train"
+    assert [image.tobytes() for image in held_out[0].eval["image"]] == \
+        [image.tobytes() for image in held_out[1].eval["image"]]
+
+
 def test_max_samples_limit_both_splits(image_folder):
     splits = load_splits(TrainConfig(dataset=str(image_folder), max_train_samples=5, max_eval_samples=2))
     assert (len(splits.train), len(splits.eval)) == (5, 2)

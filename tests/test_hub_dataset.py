@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -18,7 +19,7 @@ from huggingface_hub import constants
 
 from conftest import COLOURS, ROOT, jpeg, parquet
 from food101hf import hub_dataset
-from food101hf.config import TrainConfig
+from food101hf.config import PolishConfig, TrainConfig
 from food101hf.data import eval_dataset, load_splits
 from food101hf.errors import ConfigError, DatasetError
 from food101hf.hub_dataset import check_labels, first_of_each_class, labels_withheld, resolve, split_roles, standardize
@@ -173,7 +174,7 @@ def test_a_test_split_whose_labels_are_all_withheld_is_never_evaluated_on(hub_da
                                              test=split([-1] * 4, label="labels"))
     with caplog.at_level(logging.INFO):
         splits = load_splits(TrainConfig(dataset="acme/bench", num_workers=0))
-    assert splits.eval_split == "stratified 10% hold-out of train (seed 42)" and len(splits.eval) == 2
+    assert splits.eval_split == "stratified 10% hold-out of train" and len(splits.eval) == 2
     assert "acme/bench: the test split's labels are withheld (every one is -1 or null" in caplog.text
     assert splits.layout.recorded() == {"dataset_config": None, "image_column": "image", "label_column": "labels"}
     # the report's default is the same hold-out; asked for the hidden split, it says why it cannot score it
@@ -235,10 +236,25 @@ def test_column_flags_and_a_config_are_refused_for_a_local_folder(image_folder):
 
 def test_a_later_command_reads_the_dataset_as_the_recorded_run_did_unless_a_flag_says_otherwise():
     recipe = {"dataset": "acme/dishes", "dataset_config": "b", "image_column": "img", "label_column": "labels"}
-    reused = reuse_layout(TrainConfig(dataset="acme/dishes", label_column="target"), recipe)
+    reused = reuse_layout(TrainConfig(dataset="acme/dishes", label_column="target"), recipe, Path("run"))
     assert (reused.dataset_config, reused.image_column, reused.label_column) == ("b", "img", "target")
-    other = reuse_layout(TrainConfig(dataset="acme/other"), recipe)
+    other = reuse_layout(TrainConfig(dataset="acme/other"), recipe, Path("run"))
     assert (other.dataset_config, other.image_column, other.label_column) == (None, None, None)
+
+
+def test_a_later_command_holds_out_the_fraction_the_recorded_run_did(tmp_path):
+    """A local folder is recorded relative to the recipe's folder: the same folder named another way is the same
+    dataset. Its --val-fraction, unless given, is the run's: another fraction would evaluate on trained images."""
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "run").mkdir()
+    recipe = {"dataset": {"path": "../photos"}, "val_fraction": 0.3}
+    reused = reuse_layout(PolishConfig(init="run", dataset=str(tmp_path / "photos")), recipe, tmp_path / "run")
+    assert reused.val_fraction == 0.3
+    given = reuse_layout(PolishConfig(init="run", dataset=str(tmp_path / "photos"), val_fraction=0.2), recipe,
+                         tmp_path / "run")
+    assert given.val_fraction == 0.2
+    other = reuse_layout(PolishConfig(init="run", dataset="acme/dishes"), recipe, tmp_path / "run")
+    assert other.val_fraction == TrainConfig().val_fraction
 
 
 def test_the_space_examples_are_the_first_image_of_each_class():
@@ -374,7 +390,7 @@ def test_every_layout_trains_polishes_and_reports_with_no_column_flag(tmp_path):
     assert "config: photos" in configs_card and "(config `photos`)" in configs_card
     assert yaml.safe_load((tmp_path / "strings" / "train_config.yaml").read_text())["label_column"] == "target"
     bench = json.loads((tmp_path / "bench" / "metrics.json").read_text())
-    assert bench["eval_split"] == "stratified 10% hold-out of train (seed 42)"
+    assert bench["eval_split"] == "stratified 10% hold-out of train"
     assert "the test split's labels are withheld" in log_of("train.py", "acme/bench")
     # the Space's examples: the valid split's first image of each class, from the datasets cache
     assert sorted(name for name in space if name.startswith("examples/")) == ["examples/apple pie.jpeg",
