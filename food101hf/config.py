@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from .errors import ConfigError
 from .flags import option, parse
-from .hub_access import is_repo_id
+from .hub_access import has_repo_id_form, missing_folder
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 logger = logging.getLogger(__name__)
@@ -124,8 +124,11 @@ class TrainConfig:
         if self.epochs and self.warmup_epochs >= self.epochs:
             raise ConfigError(f"{flag('warmup_epochs')} is not shorter than {flag('epochs')}: the learning rate "
                               f"would never reach its cosine; use a warmup below {self.epochs} epochs")
-        if self.push_to_hub is not None and not is_repo_id(self.push_to_hub):
+        if self.push_to_hub is not None and not has_repo_id_form(self.push_to_hub):
             raise ConfigError(f"--push-to-hub {self.push_to_hub}: not a Hub repo id (org/name)")
+        # a mistyped folder is said to be missing now, not after torch loads or the Hub is asked for it
+        if self.dataset not in (None, "demo") and (missing := missing_folder(self.dataset)):
+            raise ConfigError(f"--dataset {missing}")
         if not self.freeze_modules() and self.freeze.strip().lower() not in ("", "none"):
             raise ConfigError(f"--freeze {self.freeze!r}: name modules, comma-separated, or 'none'")
 
@@ -165,6 +168,8 @@ class PolishConfig(TrainConfig):
         if not self.init:
             raise ConfigError("--init is required: a folder written by train.py or polish.py, or a Hub repo id "
                               "(org/name)")
+        if missing := missing_folder(self.init):
+            raise ConfigError(f"--init {missing}")
         super().check()
 
 

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .demo import default_demo_dir, make_demo
 from .errors import DatasetError
 from .folders import load_folder
-from .hub_access import hub_errors, is_repo_id
+from .hub_access import hub_errors, is_repo_id, missing_folder
 from .images import check_image
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ def load_dataset_dict(cfg: TrainConfig) -> DatasetDict:
         return load_folder(make_demo(default_demo_dir()))
     if Path(cfg.dataset).expanduser().is_dir():
         return load_folder(Path(cfg.dataset).expanduser())
+    if missing := missing_folder(cfg.dataset):
+        raise DatasetError(f"--dataset {missing}")
     if not is_repo_id(cfg.dataset) or "@" in cfg.dataset:
         raise DatasetError(f"--dataset {cfg.dataset}: no such folder (in {Path.cwd()}), and not a Hub dataset "
                            f"id (org/name)")

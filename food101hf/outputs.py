@@ -24,7 +24,7 @@ from .config import local_dataset
 from .demo import default_demo_dir
 from .errors import ConfigError, ModelNotFoundError
 from .folders import image_files, is_hidden
-from .hub_access import hub_errors, is_repo_id
+from .hub_access import hub_errors, is_repo_id, missing_folder
 
 WEIGHTS = "model.safetensors"
 # what loading and describing a model needs (the app shows metrics.json); nothing pickled
@@ -106,12 +106,14 @@ def trained_folder(ref: str | Path) -> Path:
     ModelNotFoundError (neither a folder nor a Hub repo, or a folder without weights) or HubError."""
     folder = Path(ref).expanduser()
     if not folder.is_dir():
-        from huggingface_hub import constants, snapshot_download
-        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
+        if missing := missing_folder(ref):  # a mistyped folder is said to be missing, not looked for on the Hub
+            raise ModelNotFoundError(missing)
         nowhere = f"{ref}: no such folder (in {Path.cwd()})"
         if not is_repo_id(ref):
             raise ModelNotFoundError(f"{nowhere}, and not a Hub repo id (org/name)")
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
         repo_id, _, revision = str(ref).partition("@")
         hint = "pass a local folder written by train.py or polish.py"
         with hub_errors(f"model {ref} (no such folder in {Path.cwd()}, so a Hub repo of that name)", hint=hint):

@@ -5,17 +5,52 @@ train.py's and polish.py's come from their config dataclasses (`food101hf.flags`
 
 from __future__ import annotations
 
+import argparse
 import ast
 from pathlib import Path
 
 from .cli import ArgumentParser
 from .config import MIXED_PRECISION, TrainConfig
+from .errors import DatasetError, ModelNotFoundError, UsageError
+from .hub_access import missing_folder, no_such_path
 
 
 def _docstring(module: str) -> str:
     """A module's docstring, read without importing the module (and the libraries it imports)."""
     return ast.get_docstring(ast.parse((Path(__file__).parent / f"{module}.py").read_text(encoding="utf-8")),
                              clean=False).strip("\n")
+
+
+# ---- checks that run as the command line is parsed: a path that is not there is said so before anything loads ----
+
+def _model_is_there(args: argparse.Namespace) -> None:
+    if args.model and (missing := missing_folder(args.model)):
+        raise ModelNotFoundError(f"--model {missing}")
+
+
+def _dataset_is_there(args: argparse.Namespace) -> None:
+    if args.dataset != "demo" and (missing := missing_folder(args.dataset)):
+        raise DatasetError(f"--dataset {missing}")
+
+
+def _inputs_are_there(args: argparse.Namespace) -> None:
+    missing = [path for path in args.inputs if not Path(path).expanduser().exists()]
+    if len(missing) == 1:
+        raise UsageError(no_such_path(missing[0], "file or folder"))
+    if missing:
+        raise UsageError(f"no such files or folders (in {Path.cwd()}): {', '.join(missing)}")
+
+
+def _examples_are_there(args: argparse.Namespace) -> None:
+    if args.examples and not Path(args.examples).expanduser().is_dir():
+        raise UsageError(f"--examples {no_such_path(args.examples)}")
+
+
+def _hub_paths_are_there(args: argparse.Namespace) -> None:
+    if args.command == "push" and not Path(args.folder).expanduser().is_dir():
+        raise UsageError(no_such_path(args.folder))
+    if args.command == "space" and (missing := missing_folder(args.model)):
+        raise ModelNotFoundError(missing)
 
 
 def report_parser() -> ArgumentParser:
@@ -47,6 +82,7 @@ def report_parser() -> ArgumentParser:
                          help=f"label column of a Hub dataset (default: {defaults.label_column})")
     options.add_argument("--mixed-precision", default=defaults.mixed_precision, choices=MIXED_PRECISION,
                          help=f"as in train.py (default: {defaults.mixed_precision})")
+    parser.checks += [_dataset_is_there, _model_is_there]
     return parser
 
 PREDICT_EPILOG = """output:
@@ -75,6 +111,7 @@ def predict_parser() -> ArgumentParser:
                          help="autocast dtype; auto: bf16 where the hardware has it, else fp32 (default: auto)")
     options.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     options.add_argument("-v", "--verbose", action="store_true", help="say on stderr how many torch threads run")
+    parser.checks += [_model_is_there, _inputs_are_there]
     return parser
 
 
@@ -98,6 +135,7 @@ def hub_parser() -> ArgumentParser:
                                               "`push`")
     space.required.add_argument("space_id", help="the Space to create or update, org/name")
     space.options.add_argument("--private", action="store_true", help="create the Space as private")
+    parser.checks.append(_hub_paths_are_there)
     return parser
 
 
@@ -111,4 +149,5 @@ def app_parser() -> ArgumentParser:
     options.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
     options.add_argument("--server-name", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     options.add_argument("--server-port", type=int, help="port (default 7860, or the next free one)")
+    parser.checks += [_model_is_there, _examples_are_there]
     return parser

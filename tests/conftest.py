@@ -49,10 +49,11 @@ def image_folder(tmp_path) -> Path:
     return tmp_path / "food"
 
 
-def run_script(*args: str, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run a project script as a user would, offline; fail with its output if it fails."""
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True,
+def run_script(*args: str, timeout: int = 300, env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run a project script as a user would, offline, from the repository root or `cwd` (which then needs the
+    script's full path; the package comes from this checkout either way)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -104,8 +104,7 @@ def test_an_unloadable_model_is_one_line_and_exit_2(tmp_path):
         main(["--model", str(tmp_path / "missing")])
     result = run_script("-m", "food101hf.app", "--model", str(tmp_path / "missing"))
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: {tmp_path / 'missing'}: no such folder (in {ROOT}), and not a Hub "
-                                          f"repo id (org/name)"]
+    assert result.stderr.splitlines() == [f"error: --model {tmp_path / 'missing'}: no such folder"]
 
 
 # --- the real page in Chromium ------------------------------------------------------------------------------------

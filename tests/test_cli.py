@@ -57,19 +57,59 @@ def test_a_mistyped_hub_dataset_is_one_line_naming_where_it_was_looked_for(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_a_mistyped_local_model_is_not_reported_as_a_hub_problem(image_folder, tmp_path):
+HEAVY = ("torch", "timm", "datasets", "huggingface_hub", "gradio")
+
+
+def heavy_imports(result: subprocess.CompletedProcess) -> set[str]:
+    """The heavy libraries a command run with PYTHONPROFILEIMPORTTIME=1 imported (one stderr line per import)."""
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:")} & set(HEAVY)
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train.py", "--dataset", "./my_fod"], "--dataset ./my_fod: no such folder (in {cwd}); did you mean ./my_food?"),
+    (["train.py", "--dataset", "my_fod"], "--dataset my_fod: no such folder (in {cwd}); did you mean my_food?"),
+    (["train.py", "--dataset", "~/no-such-food101hf-folder"], "--dataset ~/no-such-food101hf-folder: no such folder"),
+    (["train.py", "--dataset", "photos/2024/my_food"], "--dataset photos/2024/my_food: no such folder (in {cwd})"),
+    (["train.py", "--dataset", "notes.txt"], "--dataset notes.txt: a file, not a folder"),
+    (["polish.py", "--init", "outputs/nonexistent"], "--init outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.predict", "--model", "outputs/nonexistent", "dish.jpg"],
+     "--model outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.predict", "--model", "outputs/dmeo", "dish.jpg"],
+     "--model outputs/dmeo: no such folder (in {cwd}); did you mean outputs/demo?"),
+    (["-m", "food101hf.predict", "--model", "outputs/demo", "dish.jpg", "dsh.jpg"],
+     "dsh.jpg: no such file or folder (in {cwd}); did you mean dish.jpg?"),
+    (["-m", "food101hf.app", "--model", "outputs/nonexistent"], "--model outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.report", "--dataset", "./my_fod", "--audit"],
+     "--dataset ./my_fod: no such folder (in {cwd}); did you mean ./my_food?"),
+    (["-m", "food101hf.hub", "space", "outputs/nonexistent", "me/space"], "outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.hub", "push", "outputs/dem", "me/demo"],
+     "outputs/dem: no such folder (in {cwd}); did you mean outputs/demo?"),
+])
+def test_a_path_that_does_not_exist_is_said_so_before_the_hub_or_torch(command, message, tmp_path):
+    """A reference with a separator, a leading '.' or '~', or an existing parent (outputs/ here; the working
+    directory for a bare name) is a path: missing, it is said to be missing, in one line, before any heavy import
+    or Hub request, even with the Hub reachable."""
+    (tmp_path / "my_food").mkdir()
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    (tmp_path / "dish.jpg").write_bytes(b"")
+    script = [str(ROOT / command[0]), *command[1:]] if command[0].endswith(".py") else command
     with HubServer(token="hf_x") as hub:
-        predicted = run_script("-m", "food101hf.predict", "--model", "outputs/nope", str(image_folder),
-                               env=HUB_ENV | {"HF_ENDPOINT": hub.url})
-        polished = run_script("polish.py", "--init", "outputs/nope", "--output-dir", str(tmp_path / "out"),
-                              env=HUB_ENV | {"HF_ENDPOINT": hub.url})
-    expected = (f"outputs/nope: no such folder (in {ROOT}), and no Hub repo outputs/nope at {hub.url} (or it is "
-                f"private and HF_TOKEN cannot see it); pass a local folder written by train.py or polish.py")
-    assert one_line_error(predicted) == expected and one_line_error(polished) == expected
-    assert not (tmp_path / "out").exists()
-    offline = run_script("-m", "food101hf.predict", "--model", "outputs/nope", str(image_folder))
-    assert one_line_error(offline).startswith(f"model outputs/nope (no such folder in {ROOT}, so a Hub repo of "
-                                              f"that name) is not in the local cache")
+        result = run_script(*script, cwd=tmp_path, timeout=120,
+                            env=HUB_ENV | {"HF_ENDPOINT": hub.url, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert one_line_error(result) == message.format(cwd=tmp_path)
+    assert hub.requests == [] and heavy_imports(result) == set()
+
+
+def test_a_hub_id_is_still_looked_for_on_the_hub_and_an_unknown_one_said_so(tmp_path):
+    with HubServer(token="hf_x") as hub:
+        result = run_script("-m", "food101hf.predict", "--model", "me/no-such-model", str(ROOT / "README.md"),
+                            cwd=tmp_path, env=HUB_ENV | {"HF_ENDPOINT": hub.url})
+    assert one_line_error(result) == (
+        f"me/no-such-model: no such folder (in {tmp_path}), and no Hub repo me/no-such-model at {hub.url} (or it is "
+        f"private and HF_TOKEN cannot see it); pass a local folder written by train.py or polish.py")
+    assert hub.requests
 
 
 @pytest.mark.parametrize("command, message", [
@@ -78,15 +118,15 @@ def test_a_mistyped_local_model_is_not_reported_as_a_hub_problem(image_folder, t
      "--model: polish.py takes it from the model it starts from (--init)"),
     (["-m", "food101hf.report", "--dataset", "demo", "--tta", "--top-k", "3"],
      "unrecognized arguments: --top-k 3 (`python -m food101hf.report --help` lists the flags)"),
-    (["-m", "food101hf.report", "--dataset", "demo", "--model", "./outputs/nope", "--output-dir", "R"],
-     f"./outputs/nope: no such folder (in {ROOT}), and not a Hub repo id (org/name)"),
+    (["-m", "food101hf.report", "--dataset", "demo", "--model", "/no/such/model", "--output-dir", "R"],
+     "--model /no/such/model: no such folder"),
     (["-m", "food101hf.predict", "photo.jpg"],
      "the following arguments are required: --model (`python -m food101hf.predict --help` lists the flags)"),
     (["-m", "food101hf.predict", "--model", "m", "--precision", "fp8", "photo.jpg"],
      "argument --precision: invalid choice: 'fp8' (choose from 'auto', 'fp32', 'bf16', 'fp16') "
      "(`python -m food101hf.predict --help` lists the flags)"),
-    (["-m", "food101hf.hub", "push", "nowhere", "org/name"],
-     "nowhere has no model.safetensors: push a folder written by train.py or polish.py"),
+    (["-m", "food101hf.hub", "push", str(ROOT / "docs"), "org/name"],
+     f"{ROOT / 'docs'} has no model.safetensors: push a folder written by train.py or polish.py"),
 ])
 def test_every_entry_point_ends_a_flag_error_in_one_line(command, message, tmp_path):
     assert one_line_error(run_script(*command, "--output-dir", str(tmp_path / "out"))

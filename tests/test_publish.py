@@ -164,8 +164,10 @@ def test_push_needs_a_token_with_write_access(hub, model_dir, monkeypatch):
 
 def test_offline_push_fails_at_once_and_keeps_the_export(model_dir, monkeypatch):
     point_client_at(monkeypatch, "http://127.0.0.1:9")  # nothing listens on the discard port
-    with pytest.raises(HubError, match="cannot reach the Hub at http://127.0.0.1:9"):
+    with pytest.raises(HubError, match="cannot reach the Hub at http://127.0.0.1:9") as error:
         push_folder(model_dir, "food/x")
+    assert "Check your network connection" in str(error.value)
+    assert "HF_HUB_OFFLINE=1" not in str(error.value)  # offline advice serves downloads; nothing offline can push
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubError) as error:  # printed in one line, exit status 2, by food101hf.cli.run
         main(["push", str(model_dir), "food/x"])
