@@ -1,6 +1,7 @@
 """The command lines of `python -m food101hf.report`, `python -m food101hf.predict` (`food101hf-predict`),
-`python -m food101hf.hub` and `python -m food101hf.app`, built without importing the modules they run, so that
---help and a bad flag answer before torch, timm, datasets, huggingface_hub or gradio load (`cli.parse_early`).
+`python -m food101hf.hub`, `python -m food101hf.app` and `python -m food101hf.demo`, built without importing the
+modules they run, so that --help and a bad flag answer before torch, timm, datasets, huggingface_hub, gradio or
+numpy load (`cli.parse_early`).
 train.py's and polish.py's come from their config dataclasses (`food101hf.flags`)."""
 
 from __future__ import annotations
@@ -150,4 +151,16 @@ def app_parser() -> ArgumentParser:
     options.add_argument("--server-name", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     options.add_argument("--server-port", type=int, help="port (default 7860, or the next free one)")
     parser.checks += [_model_is_there, _examples_are_there]
+    return parser
+
+
+def demo_parser() -> ArgumentParser:
+    """`python -m food101hf.demo`: see food101hf/demo.py."""
+    parser = ArgumentParser(prog="python -m food101hf.demo", description=_docstring("demo").splitlines()[0])
+    parser.options.add_argument("dir", metavar="DIR", nargs="?", type=Path,
+                                help="where to write the dataset (default: demo-vN in $FOOD101HF_CACHE, else in "
+                                     "$XDG_CACHE_HOME/food101hf or ~/.cache/food101hf)")
+    parser.options.add_argument("--train-per-class", type=int, default=80, help="(default: 80)")
+    parser.options.add_argument("--val-per-class", type=int, default=20, help="(default: 20)")
+    parser.options.add_argument("--seed", type=int, default=0, help="(default: 0)")
     return parser

@@ -28,8 +28,8 @@ def set_openmp_defaults() -> bool:
     if "torch" in sys.modules:
         return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    threads = resolve_threads()
-    if threads.launcher_default:
+    # only a launcher sets a default to replace; without one, psutil (~0.1 s to import) stays off the way to --help
+    if any(marker in os.environ for marker in LAUNCHER_MARKERS) and (threads := resolve_threads()).launcher_default:
         os.environ["OMP_NUM_THREADS"] = str(threads.count)
     return os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
 

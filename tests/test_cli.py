@@ -1,6 +1,7 @@
 """Every entry point as a user types it: a failure caused by a flag is one line on stderr, exit status 2, no
 traceback, and nothing written; --help answers before the heavy libraries load and reads well."""
 
+import configparser
 import os
 import subprocess
 import sys
@@ -134,16 +135,31 @@ def test_every_entry_point_ends_a_flag_error_in_one_line(command, message, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def console_script(name: str) -> str:
+    """What pip's generated `name` script runs, from setup.cfg's console_scripts: 'module:function'."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].split("\n") if line)
+    return scripts[name]
+
+
 @pytest.mark.parametrize("command", [["train.py"], ["polish.py"], ["-m", "food101hf.report"],
-                                     ["-m", "food101hf.predict"], ["-m", "food101hf.hub"]])
+                                     ["-m", "food101hf.predict"], ["-m", "food101hf.hub"], ["-m", "food101hf.app"],
+                                     ["-m", "food101hf.demo"], ["food101hf-predict"]])
 def test_help_parses_before_torch_and_lists_each_flag_once_with_its_default(command):
-    probe = ("import runpy, sys; sys.argv = [{0!r}, '--help']\n"
-             "try:\n    runpy.{1}({0!r}, run_name='__main__')\n"
+    """Each entry point answers --help without the libraries that take seconds to import (torch, timm, datasets,
+    huggingface_hub, gradio; numpy and psutil too), so it answers in well under a second."""
+    if command[0] == "food101hf-predict":  # as pip's script: import the module, call the function
+        module, function = console_script(command[0]).split(":")
+        run = f"import importlib; importlib.import_module({module!r}).{function}()"
+    else:
+        target, how = (command[0], "run_path") if command[0] != "-m" else (command[1], "run_module")
+        run = f"import runpy; runpy.{how}({target!r}, run_name='__main__')"
+    probe = (f"import sys; sys.argv = [{command[-1]!r}, '--help']\n"
+             f"try:\n    {run}\n"
              "except SystemExit as e:\n    assert e.code == 0\n"
-             "print('heavy:', sorted(m for m in ('torch', 'timm', 'datasets', 'huggingface_hub') if m in sys.modules))")
-    target, how = (command[0], "run_path") if command[0] != "-m" else (command[1], "run_module")
-    result = subprocess.run([sys.executable, "-c", probe.format(target, how)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+             f"print('heavy:', sorted(m for m in {HEAVY + ('numpy', 'psutil')!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("heavy: []")
     text = result.stdout

@@ -75,7 +75,7 @@ def test_settings_that_cannot_work_are_refused_naming_the_flag(argv, message):
 
 def test_odd_batch_is_fine_without_mixup_and_polish_allows_0_epochs():
     assert parse_config(TrainConfig, ["--batch-size", "9", "--mixup", "0", "--cutmix", "0"]).batch_size == 9
-    assert parse_config(PolishConfig, ["--init", "x", "--epochs", "0"]).epochs == 0
+    assert parse_config(PolishConfig, ["--init", "org/model", "--epochs", "0"]).epochs == 0
     with pytest.raises(ConfigError, match="^--init is required: a folder written by train.py or polish.py"):
         parse_config(PolishConfig, [])
 
@@ -121,8 +121,8 @@ def test_saved_config_reloads_and_records_versions_without_secrets(tmp_path, mon
 
 
 def test_polish_config_shares_the_mechanism_with_polish_defaults(tmp_path):
-    cfg = parse_config(PolishConfig, ["--init", "outputs/run", "--epochs", "0", "--no-bn-reestimate"])
-    assert (cfg.init, cfg.epochs, cfg.bn_reestimate, cfg.dataset) == ("outputs/run", 0, False, None)
+    cfg = parse_config(PolishConfig, ["--init", "org/run", "--epochs", "0", "--no-bn-reestimate"])
+    assert (cfg.init, cfg.epochs, cfg.bn_reestimate, cfg.dataset) == ("org/run", 0, False, None)
     assert (cfg.image_size, cfg.lr, cfg.mixup, cfg.cutmix) == (224, 1e-4, 0.0, 0.0)
     assert cfg.freeze == TrainConfig.freeze and cfg.smoothing == TrainConfig.smoothing  # the rest: train.py's
     path = tmp_path / "train_config.yaml"
