@@ -76,6 +76,11 @@ def parse_early(build: Callable[[], ArgumentParser]) -> None:
         sys.exit(USAGE_ERROR)
 
 
+def counted(n: float, noun: str) -> str:
+    """'1 image', '3 images', '0.5 epochs': a count and its noun, for any line a person reads."""
+    return f"{n:g} {noun}{'' if n == 1 else 's'}"
+
+
 def rank() -> int:
     """This process's rank under torchrun / accelerate launch (0 without a launcher)."""
     return int(os.environ.get("RANK", "0"))

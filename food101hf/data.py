@@ -10,6 +10,7 @@ decoded on access (`transforms.with_transform`), and every one is checked once b
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,26 @@ class Splits:
         --max-*-samples subset, dropped unreadable files), so adding, removing or editing a photo changes it."""
         return {name: {"images": len(split), "fingerprint": split._fingerprint}
                 for name, split in (("train", self.train), ("eval", self.eval))}
+
+
+def images_per_class(dataset: Dataset, label_column: str, num_classes: int) -> list[int]:
+    """How many images of each class (by label index) `dataset` holds; read from the label column only."""
+    counts = Counter(dataset[label_column])
+    return [counts[label] for label in range(num_classes)]
+
+
+def describe_classes(splits: Splits, label_column: str, listed: int = 20) -> str:
+    """The classes and their images per split, for the log: each class named up to `listed` classes
+    ('3 classes, train/eval images: beignets 8/3, crème brûlée 8/3, fish and chips 8/3'), else the range and the
+    smallest class."""
+    names = splits.label_names
+    train, evaluation = (images_per_class(split, label_column, len(names)) for split in (splits.train, splits.eval))
+    if len(names) <= listed:
+        return f"{len(names)} classes, train/eval images: " + ", ".join(
+            f"{name} {t}/{e}" for name, t, e in zip(names, train, evaluation))
+    smallest = min(range(len(names)), key=lambda i: (train[i], evaluation[i]))
+    return (f"{len(names)} classes, {min(train)}-{max(train)} train and {min(evaluation)}-{max(evaluation)} eval "
+            f"images each (fewest: {names[smallest]}, {train[smallest]}/{evaluation[smallest]})")
 
 
 def example_file(dataset: Dataset, image_column: str = "image") -> str | None:
