@@ -80,10 +80,12 @@ def heavy_imports(result: subprocess.CompletedProcess) -> set[str]:
      "--model outputs/dmeo: no such folder (in {cwd}); did you mean outputs/demo?"),
     (["-m", "food101hf.predict", "--model", "outputs/demo", "dish.jpg", "dsh.jpg"],
      "dsh.jpg: no such file or folder (in {cwd}); did you mean dish.jpg?"),
-    (["-m", "food101hf.app", "--model", "outputs/nonexistent"], "--model outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.app", "--model", "outputs/nonexistent"],
+     "--model outputs/nonexistent: no such folder (in {cwd})"),
     (["-m", "food101hf.report", "--dataset", "./my_fod", "--audit"],
      "--dataset ./my_fod: no such folder (in {cwd}); did you mean ./my_food?"),
-    (["-m", "food101hf.hub", "space", "outputs/nonexistent", "me/space"], "outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.hub", "space", "outputs/nonexistent", "me/space"],
+     "outputs/nonexistent: no such folder (in {cwd})"),
     (["-m", "food101hf.hub", "push", "outputs/dem", "me/demo"],
      "outputs/dem: no such folder (in {cwd}); did you mean outputs/demo?"),
 ])
@@ -214,10 +216,13 @@ def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path):
     from food101hf.config import PolishConfig, TrainConfig
 
     out = tmp_path / "demo run"
-    text = next_steps(out, TrainConfig(dataset="demo"), str(tmp_path / "v" / "crème brûlée" / "1.jpg"))
+    text = next_steps(out, TrainConfig(dataset="demo", image_size=64, batch_size=32, num_workers=1),
+                      str(tmp_path / "v" / "crème brûlée" / "1.jpg"))
     assert f"python -m food101hf.predict --model '{out}' '{tmp_path}/v/crème brûlée/1.jpg'" in text  # pastes as is
-    assert f"accelerate launch polish.py --init '{out}' --output-dir '{out}-224'" in text
-    assert "report/report.md" in text and "metrics.json" in text
+    # as this process was started (python), at 64 x 224/192 -> 80 px, with the run's batch size (polish's is 128)
+    assert f"python polish.py --init '{out}' --batch-size 32   # FixRes: fine-tune briefly at 80 px (64 px x " \
+           f"224/192) into {out}-80" in text
+    assert "report/report.md" in text and "metrics.json" in text and "Warning" not in text
     assert "Note: the demo dataset is synthetic" in text
     polished = next_steps(out, PolishConfig(init="x", dataset="ethz/food101", push_to_hub="me/m", report=False), None)
     assert f"python -m food101hf.predict --model '{out}' YOUR_PHOTO.jpg" in polished
