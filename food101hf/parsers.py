@@ -94,7 +94,7 @@ PREDICT_EPILOG = """output:
 exit status:
   0  every image answered
   1  some inputs could not be read (each named on stderr)
-  2  a bad flag, or the model cannot be loaded (one line on stderr)"""
+  2  a bad flag, a path that does not exist, or the model cannot be loaded (one line on stderr)"""
 
 
 def predict_parser() -> ArgumentParser:

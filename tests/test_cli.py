@@ -3,8 +3,11 @@ traceback, and nothing written; --help answers before the heavy libraries load a
 
 import configparser
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +59,41 @@ def test_a_mistyped_hub_dataset_is_one_line_naming_where_it_was_looked_for(tmp_p
         f"--dataset ethz/food102: no such folder (in {ROOT}), and no such dataset on the Hub ({hub.url}); check "
         f"the spelling (Food-101 is ethz/food101), or pass a local image folder or --dataset demo")
     assert not (tmp_path / "out").exists()
+
+
+def documented_commands(page: str, program: str) -> list[list[str]]:
+    """The commands of a page's ```bash blocks (and tables' `code`) that start with `program`, as a user copies them:
+    the part of a line after its last `&&` (the Quick start sets up first), without a trailing # comment."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
+    lines += re.findall(r"^\| `([^`]+)`", text, re.M)
+    commands = [shlex.split(line.split("&&")[-1].split("#")[0]) for line in lines]
+    return [command for command in commands if command[:len(program.split())] == program.split()]
+
+
+def test_the_readmes_training_commands_end_a_mistake_in_one_line_and_exit_status_2(tmp_path):
+    """The Quick start's command and the own-photos one, as printed in README.md, with the issue's typo, and with
+    the photo folder not there: one line each, exit status 2, before anything loads."""
+    commands = documented_commands("README.md", "python train.py")
+    assert [command[2:] for command in commands] == [["--config", "configs/demo.yaml"], ["--dataset", "my_food"]]
+    for command in commands:
+        typo = run_script(*command[1:], "--image-szie", "64")
+        assert one_line_error(typo) == ("unrecognized arguments: --image-szie (did you mean --image-size?) 64 "
+                                        "(`train.py --help` lists the flags)")
+    missing = run_script(str(ROOT / "train.py"), *commands[1][2:], cwd=tmp_path)  # no my_food/ here
+    assert one_line_error(missing) == f"--dataset my_food: no such folder (in {tmp_path})"
+
+
+def test_accelerate_launch_as_training_md_documents_it(tmp_path):
+    """accelerate's launcher keeps its exit status 1 for a failed script; with -q it adds nothing to our line."""
+    command = next(c for c in documented_commands("docs/training.md", "accelerate launch -q") if "train.py" in c)
+    assert command == ["accelerate", "launch", "-q", "--config_file", "accelerate_config.yaml", "train.py", "..."]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    result = subprocess.run([accelerate, *command[1:-1], "--image-szie", "64"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: unrecognized arguments: --image-szie (did you mean --image-size?) 64 (`train.py --help` lists the "
+        "flags)"]
 
 
 HEAVY = ("torch", "timm", "datasets", "huggingface_hub", "gradio")

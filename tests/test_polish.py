@@ -15,7 +15,8 @@ TINY = ["--batch-size", "4", "--num-workers", "0", "--bn-batches", "2"]
 
 def test_epochs_0_reestimates_batchnorm_and_only_evaluates_at_the_new_size(image_folder, tmp_path):
     init = export_model_folder(tmp_path / "run", sorted(CLASSES), image_size=32, dataset=str(image_folder))
-    reported = json.loads((init / "metrics.json").read_text()) | {"top1": 1.0, "image_size": 32}
+    reported = json.loads((init / "metrics.json").read_text()) | {"top1": 1.0, "top1_ci95": [0.7008, 1.0],
+                                                                   "image_size": 32}
     (init / "metrics.json").write_text(json.dumps(reported))  # the init's own top-1 on the same 9 images
     # by default: 32 px x 224/192, to a multiple of 16 and at least one step up: 48 px, into run-48 beside it
     result = run_script("polish.py", "--init", str(init), "--epochs", "0", *TINY)
@@ -26,8 +27,9 @@ def test_epochs_0_reestimates_batchnorm_and_only_evaluates_at_the_new_size(image
     # ended below the init (random weights against a reported 1.0): said in the log, the exit summary, metrics.json
     # and the card
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["worse_than_init"] and metrics["init"] == {"top1": 1.0, "image_size": 32,
-                                                              "eval_split": "validation", "num_eval_samples": 9}
+    assert metrics["worse_than_init"] and metrics["init"] == {"top1": 1.0, "top1_ci95": [0.7008, 1.0],
+                                                              "image_size": 32, "eval_split": "validation",
+                                                              "num_eval_samples": 9}
     warning = (f"this polish made the model worse: top-1 {metrics['top1']:.4f} at 48 px, against 1.0000 for "
                f"{init} at 32 px on the same 9 validation images. Serve {init} instead, or polish at another "
                f"--image-size")
