@@ -249,9 +249,11 @@ def test_a_failed_model_start_leaves_no_config_behind(image_folder, tmp_path):
     assert not out.exists()
 
 
-def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path):
+def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path, monkeypatch):
     from food101hf.runs import next_steps
     from food101hf.config import PolishConfig, TrainConfig
+
+    monkeypatch.setattr(sys, "argv", ["train.py", "--config", "configs/demo.yaml"])  # as the README starts it
 
     out = tmp_path / "demo run"
     text = next_steps(out, TrainConfig(dataset="demo", image_size=64, batch_size=32, num_workers=1),

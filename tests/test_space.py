@@ -17,7 +17,7 @@ from food101hf.hub import main
 from food101hf.publish import push_folder
 from food101hf.predict import Predictor
 from food101hf.space import create_space
-from test_hub import TOKEN, hub  # noqa: F401  the Hub fixture
+from test_publish import TOKEN, hub  # noqa: F401  the Hub fixture
 
 
 @pytest.fixture

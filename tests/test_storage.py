@@ -13,7 +13,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
 from conftest import CLASSES, export_model_folder, run_script
-from test_hub import hub  # noqa: F401  the test Hub fixture
+from test_publish import hub  # noqa: F401  the test Hub fixture
 from food101hf import storage
 from food101hf.checkpoint import (LATEST, CheckpointError, Progress, checkpoint_root, complete_checkpoints,
                                   find_checkpoint, load_checkpoint, run_signature, save_checkpoint)
