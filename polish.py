@@ -1,13 +1,15 @@
 """Polish a trained model at a higher resolution: re-estimate BatchNorm, fine-tune briefly, evaluate before/after.
 
-    accelerate launch polish.py --init outputs/food101-resnet18-192 --output-dir outputs/food101-resnet18-224
-    accelerate launch polish.py --init org/food101-resnet18 --epochs 0       # only BN re-estimate + eval at 224 px
+    python polish.py --init outputs/food101-resnet18-192       # 192 -> 224 px, into outputs/food101-resnet18-192-224
+    python polish.py --init org/food101-resnet18 --epochs 0    # only BN re-estimate + eval at the new size
+    torchrun --nproc_per_node 2 polish.py --init outputs/demo  # several processes
 
 --init is a folder written by train.py (or polish.py) or a Hub repo id; its model and weights are used, and
---dataset defaults to the dataset recorded there, read with the config and columns recorded with it. The defaults
-(224 px, 2 epochs, lr 1e-4, no Mixup) are explained in food101hf/config.py's PolishConfig. Writes the same folder as
-train.py, with the new image_size in metrics.json and config.json's pretrained_cfg, and the init's recipe as
-base_config.yaml.
+--dataset defaults to the dataset recorded there, read with the config, columns and hold-out recorded with it. The
+defaults (the init's size x 224/192, 2 epochs, lr 1e-4, no Mixup) are explained in food101hf/config.py's
+PolishConfig. Writes the same folder as train.py, with the new image_size in metrics.json and config.json's
+pretrained_cfg, and the init's recipe as base_config.yaml; a polish that ends below the init's own top-1 says so in
+the log, metrics.json (worse_than_init) and the model card.
 """
 
 import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
@@ -36,7 +38,9 @@ def main(argv=None) -> int:
     from food101hf.loaders import batchnorm_loader, build_loaders
     from food101hf.model import (check_model, count_parameters, create_optimizer, freeze, load_trained,
                                  reestimate_batchnorm)
-    from food101hf.outputs import read_recipes, recorded_dataset, reuse_layout, trained_folder
+    from food101hf.metrics import describe_scores
+    from food101hf.outputs import (comparable_result, read_recipes, recorded_dataset, reuse_layout, served_size,
+                                   trained_folder)
     from food101hf.report import report_run
     from food101hf.runs import check_run, export_run, start_run, write_recipe
 
@@ -49,7 +53,9 @@ def main(argv=None) -> int:
     base = read_recipes(init_dir)[0] if base_recipe.is_file() else {}
     if cfg.dataset is None and "dataset" not in base:
         raise ConfigError(f"{cfg.init} records no dataset (no train_config.yaml): pass --dataset")
-    cfg = dataclasses.replace(cfg, dataset=cfg.dataset or recorded_dataset(base["dataset"], base_recipe),
+    # by default the init's size raised by FixRes's ratio (config.polish_size), into a folder named after both
+    cfg = dataclasses.replace(cfg.resolved(served_size(init_dir)),
+                              dataset=cfg.dataset or recorded_dataset(base["dataset"], base_recipe),
                               model=base.get("model", cfg.model))
     cfg = reuse_layout(cfg, base, init_dir)  # on the init's dataset: its config, columns and hold-out
     check_model(dataclasses.replace(cfg, pretrained=False))  # --freeze and --opt, before any data loads
@@ -91,7 +97,7 @@ def main(argv=None) -> int:
     last_evaluation = evaluate_logits(accelerator, model, eval_loader,
                                       desc=f"eval at {cfg.image_size} px before polish")
     before = score_logits([last_evaluation])
-    logger.info(f"before polish at {cfg.image_size} px: top-1 {before['top1']:.4f} top-5 {before['top5']:.4f}")
+    logger.info(f"before the fine-tune, at {cfg.image_size} px: {describe_scores(before)}")
     progress = None
     if cfg.epochs > 0:
         scheduler = create_scheduler(optimizer, cfg, updates_per_epoch(len(train_loader), cfg.grad_accum_steps),
@@ -102,8 +108,16 @@ def main(argv=None) -> int:
                                        len(label_names), progress, checkpoints)
     else:
         metrics = before | {"epoch": 0}
-    metrics["before_polish"] = {key: before[key] for key in ("top1", "top5", "eval_loss")}
+    metrics["before_polish"] = {key: before[key] for key in ("top1", "top1_ci95", "top5", "eval_loss")
+                                if key in before}
     logger.info(f"top-1 {before['top1']:.4f} before the fine-tune, {metrics['top1']:.4f} after")
+    # the init's own top-1 at its own size, on the same images: a polish that ends below it is said loudly
+    # (export_run: the log, the exit summary; the model card); the polished model is still what gets exported
+    if init_result := comparable_result(init_dir, splits.eval_split, metrics["num_eval_samples"]):
+        metrics |= {"init": init_result, "worse_than_init": metrics["top1"] < init_result["top1"]}
+    else:
+        logger.info(f"{cfg.init} reports no top-1 on these {metrics['num_eval_samples']} {splits.eval_split} images "
+                    f"(its metrics.json is missing or scored others): the polish is not compared with it")
 
     # error analysis of the polished model, then the loaders' workers and the process group end (see train.py)
     report_run(accelerator, cfg, model, eval_loader, label_names, out, splits.eval_split, last_evaluation)

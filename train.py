@@ -1,13 +1,14 @@
 """Fine-tune timm's ResNet-18 on Food-101 (or any image folder) with Accelerate.
 
-    accelerate launch --config_file accelerate_config.yaml train.py --config configs/demo.yaml   # offline demo
-    accelerate launch train.py --config configs/food101.yaml                                      # the real recipe
-    accelerate launch train.py --dataset my_food --output-dir outputs/my_food                     # your photos
-    torchrun --nproc_per_node 2 train.py --config configs/demo.yaml                               # 2 CPU processes
+    python train.py --config configs/demo.yaml                       # offline demo, into outputs/demo
+    python train.py --config configs/food101.yaml                    # the real recipe, on one GPU
+    python train.py --dataset my_food                                # your photos, into outputs/my_food
+    torchrun --nproc_per_node 2 train.py --config configs/demo.yaml  # several processes (GPUs, or CPU with gloo)
 
 Flags override the preset. Writes model.safetensors, config.json (timm's Hub format), metrics.json, README.md
 (model card), train_config.yaml and report/ (error analysis) into --output-dir, and ends by saying what to run
-next. A flag that cannot work is refused in one line before anything loads.
+next. A flag or path that cannot work is refused in one line before anything loads. `accelerate launch train.py`
+starts the same run (docs/training.md: what each launcher adds).
 """
 
 import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
@@ -30,7 +31,7 @@ def main(argv=None) -> int:
     from timm.data import resolve_model_data_config
 
     from food101hf.checkpoint import start_or_resume
-    from food101hf.data import load_splits
+    from food101hf.data import describe_classes, load_splits
     from food101hf.engine import create_scheduler, fit, updates_per_epoch
     from food101hf.loaders import build_loaders
     from food101hf.model import check_model, count_parameters, create_model, create_optimizer, freeze
@@ -50,16 +51,17 @@ def main(argv=None) -> int:
         splits = load_splits(cfg)
         data_identity = splits.identity()  # each file's hash, once per place the data lies (cached)
     num_classes = len(splits.label_names)
-    logger.info(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.eval)} eval images "
-                f"({splits.eval_split}), {num_classes} classes")
+    logger.info(f"{cfg.dataset}: {len(splits.train)} train / {len(splits.eval)} eval images ({splits.eval_split})")
+    logger.info(describe_classes(splits))
 
     # model: new head for our classes, early layers frozen, channels_last for the CPU/GPU conv kernels
     model = create_model(cfg, num_classes)
     freeze(model, cfg.freeze_modules())
     model.to(memory_format=torch.channels_last)
     trainable, total = count_parameters(model)
-    logger.info(f"{cfg.model}: {trainable:,} of {total:,} parameters trainable "
-                f"({trainable / total:.0%}; frozen: {cfg.freeze})")
+    start = cfg.model if cfg.pretrained else f"{cfg.model.partition('.')[0]} from scratch (random weights)"
+    logger.info(f"{start}: {trainable:,} of {total:,} parameters trainable ({trainable / total:.0%}; frozen: "
+                f"{cfg.freeze})")
     data_config = resolve_model_data_config(model)
     train_loader, eval_loader = build_loaders(splits, cfg, data_config, cfg.image_size, cfg.seed)
 

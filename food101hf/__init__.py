@@ -16,3 +16,15 @@ def __getattr__(name: str):
         module = importlib.import_module(".predict", __name__)
         return module if name == "predict" else module.Predictor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def predict_command() -> None:
+    """The `food101hf-predict` console script (setup.cfg): like `python -m food101hf.predict`, it answers --help and
+    refuses a bad command line (a missing file included) before torch and timm load (~5 s), then runs the command."""
+    from .cli import parse_early  # here, like the import below: `import food101hf` stays light
+    from .parsers import predict_parser
+
+    parse_early(predict_parser)
+    from .predict import console_main
+
+    console_main()

@@ -34,15 +34,18 @@ MAX_UPLOAD = "20mb"  # Gradio refuses larger uploads in the page; a phone photo 
 
 
 def model_summary(folder: Path) -> str:
-    """The panel under the title: reported top-1/top-5 with split and resolution, and the dataset."""
+    """The panel under the title: reported top-1 (its interval, top-5 where scored) with split and resolution, the
+    warning of a small eval split, and the dataset."""
     metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
     recipe_file = folder / "train_config.yaml"
     dataset = yaml.safe_load(recipe_file.read_text()).get("dataset") if recipe_file.is_file() else None
     lines = []
     if metrics:
-        lines.append(f"**Reported:** top-1 {metrics['top1']:.1%}, top-5 {metrics['top5']:.1%} on "
-                     f"{metrics['num_eval_samples']} {metrics.get('eval_split', 'validation')} images at "
-                     f"{metrics['image_size']} px.")
+        interval = " (95% interval {:.1%}-{:.1%})".format(*metrics["top1_ci95"]) if "top1_ci95" in metrics else ""
+        top5 = f", top-5 {metrics['top5']:.1%}" if "top5" in metrics else ""
+        lines.append(f"**Reported:** top-1 {metrics['top1']:.1%}{interval}{top5} on {metrics['num_eval_samples']} "
+                     f"{metrics.get('eval_split', 'validation')} images at {metrics['image_size']} px.")
+        lines += [f"**Warning:** {metrics['eval_warning']}."] if "eval_warning" in metrics else []
     if dataset is not None:
         kind = dataset_kind(dataset)
         about = {"demo": "food101hf's generated demo: synthetic drawings, so it will not recognise real photos",
@@ -77,7 +80,7 @@ def build_demo(model: str | Path, examples: list[str] | None = None, predictor: 
             image = gr.Image(label="Photo", type="filepath", sources=["upload", "clipboard", "webcam"])
             with gr.Column():
                 label = gr.Label(label="Top 5", num_top_classes=5)
-                message = gr.Markdown(elem_id="message")
+                message = gr.Markdown(elem_id="message", label="message")  # the label names it in the API too
         # preprocess=False: the upload reaches `classify` undecoded, so an unreadable file gets our message
         # (ImageError says what is wrong) instead of Gradio's generic "Error"
         image.change(functools.partial(classify, predictor), image, [label, message], preprocess=False,
@@ -92,8 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     args = app_parser().parse_args(argv)
     examples = sorted(str(p) for p in Path(args.examples).iterdir() if p.is_file()) if args.examples else None
     demo = build_demo(args.model, examples)
+    # quiet: Gradio's own start-up lines name its launch() arguments ("set `share=True`"); ours name our flags
     demo.launch(share=args.share, server_name=args.server_name, server_port=args.server_port,
-                max_file_size=MAX_UPLOAD)
+                max_file_size=MAX_UPLOAD, quiet=True, prevent_thread_lock=True)
+    print(f"Serving {args.model} on {demo.local_url}   (Ctrl-C stops it"
+          + ("; Gradio prints the public link" if args.share else "; --share adds a public gradio.live link") + ")",
+          flush=True)
+    demo.block_thread()
     return 0
 
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .cli import counted
 from .hub_access import is_repo_id
-from .outputs import dataset_kind, dataset_name, read_recipes
+from .outputs import dataset_kind, dataset_name, polish_verdict, read_recipes
 
 PROJECT_LICENSE = "apache-2.0"
 PRECISION = {"no": "fp32 (no mixed precision)", "bf16": "bf16 mixed precision", "fp16": "fp16 mixed precision"}
@@ -87,13 +88,9 @@ def _dataset_short(dataset, config: str | None) -> str:
             }[kind]
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
 def _run_text(metrics: dict) -> str:
     """What ran, from metrics.json: epochs, updates, time, precision, hardware (older folders lack some)."""
-    parts = [_count(metrics["epoch"], "epoch") if "epoch" in metrics else None,
+    parts = [counted(metrics["epoch"], "epoch") if "epoch" in metrics else None,
              f"{metrics['optimizer_updates']} optimizer updates" if "optimizer_updates" in metrics else None,
              f"{metrics['train_seconds'] / 60:.1f} min of training" if "train_seconds" in metrics else None,
              f"{metrics['train_images_per_second']} img/s" if "train_images_per_second" in metrics else None,
@@ -105,10 +102,10 @@ def _run_text(metrics: dict) -> str:
 
 def _recipe_summary(recipe: dict) -> str:
     frozen = recipe.get("freeze") or "none"
-    return (f"frozen: `{frozen}`; {recipe['epochs']} epochs at {recipe['image_size']} px, {recipe['opt']} (lr "
-            f"{recipe['lr']}, weight decay {recipe['weight_decay']}), cosine schedule with {recipe['warmup_epochs']} "
-            f"warmup epochs, Mixup {recipe['mixup']} / CutMix {recipe['cutmix']}, label smoothing "
-            f"{recipe['smoothing']}, gradient clipping {recipe['clip_grad']}.")
+    return (f"frozen: `{frozen}`; {counted(recipe['epochs'], 'epoch')} at {recipe['image_size']} px, "
+            f"{recipe['opt']} (lr {recipe['lr']}, weight decay {recipe['weight_decay']}), cosine schedule with "
+            f"{counted(recipe['warmup_epochs'], 'warmup epoch')}, Mixup {recipe['mixup']} / CutMix "
+            f"{recipe['cutmix']}, label smoothing {recipe['smoothing']}, gradient clipping {recipe['clip_grad']}.")
 
 
 def _polish_summary(recipe: dict, base: dict | None, metrics: dict) -> str:
@@ -117,7 +114,7 @@ def _polish_summary(recipe: dict, base: dict | None, metrics: dict) -> str:
           f"images (eval preprocessing)" if recipe.get("bn_reestimate") else "BatchNorm statistics kept")
     text = f"Polished from `{dataset_name(recipe['init'])}` at {recipe['image_size']} px: {bn}"
     if recipe["epochs"]:
-        text += (f", then {_count(recipe['epochs'], 'epoch')} of fine-tuning, frozen "
+        text += (f", then {counted(recipe['epochs'], 'epoch')} of fine-tuning, frozen "
                  f"`{recipe.get('freeze') or 'none'}`, "
                  f"{recipe['opt']} (lr {recipe['lr']} on a cosine to {recipe['min_lr']}, weight decay "
                  f"{recipe['weight_decay']}), Mixup {recipe['mixup']} / CutMix {recipe['cutmix']}, label smoothing "
@@ -152,7 +149,7 @@ def _confusions(folder: Path, split: str, n: int = 3) -> str:
         rows = list(csv.DictReader(f))[:n]
     if not rows:
         return f"\nIn the error analysis below, no {split} image was misclassified.\n"
-    pairs = "; ".join(f"{r['true_label']} taken for {r['predicted_label']} ({r['count']} images, "
+    pairs = "; ".join(f"{r['true_label']} taken for {r['predicted_label']} ({counted(int(r['count']), 'image')}, "
                       f"{float(r['share_of_true_class']):.0%} of its class)" for r in rows)
     return f"\nIts most frequent mistakes on the {split} split: {pairs}.\n"
 
@@ -161,8 +158,10 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
                removed: list[str] = ()) -> ModelCard:
     """The model card for an output folder, for `repo_id` (the snippets then load from the Hub) or the folder
     itself; `removed`: the repo's files the push deletes (`publish.stale_files`), which the card lists. The
-    metadata (library, licence, base_model only when there is one, datasets only for a Hub dataset, a
-    model-index with top-1/top-5, the dataset's config and split and the resolution) is what the Hub indexes."""
+    metadata (library, licence, base_model only when there is one, datasets only for a Hub dataset, a model-index
+    with top-1 (and top-5 for more than 5 classes), the dataset's config and split and the resolution) is what the
+    Hub indexes. The results show top-1's 95% interval, and say so when the eval split is too small to tell models
+    apart (metrics.json's eval_warning) or a polish ended below its init (worse_than_init)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -187,7 +186,7 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
                        dataset_config=dataset_config, dataset_split=split, dataset_args={"image_size": size},
                        metric_type="accuracy", metric_name=metric_name, metric_value=round(metrics[key], 4),
                        metric_config=f"{size}px", verified=False)
-            for key, metric_name in (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy"))
+            for key, metric_name in (("top1", "Top-1 accuracy"), ("top5", "Top-5 accuracy")) if key in metrics
         ],
     )
     summary = _polish_summary(recipe, base, metrics) if "init" in recipe else _recipe_summary(recipe)
@@ -198,7 +197,9 @@ def build_card(folder: str | Path, repo_id: str | None = None, revision: str | N
         dataset_short=_dataset_short(dataset, dataset_config),
         start_text=_start_text(recipe, base), demo=kind == "demo",
         image_size=size, crop_pct=config["pretrained_cfg"].get("crop_pct"), eval_split=split,
-        num_eval_samples=metrics["num_eval_samples"], top1=metrics["top1"], top5=metrics["top5"],
+        num_eval_samples=metrics["num_eval_samples"], top1=metrics["top1"], top5=metrics.get("top5"),
+        top1_ci95=metrics.get("top1_ci95"), warnings=[w for w in (metrics.get("eval_warning"), polish_verdict(
+            metrics, dataset_name(recipe["init"]) if "init" in recipe else None)) if w],
         eval_loss=metrics["eval_loss"], extra_results=metrics.get("card_extra", ""), run_text=_run_text(metrics),
         recipe_summary=summary, intended_use=_intended_use(dataset), confusions=_confusions(folder, split),
         error_analysis=(folder / "report" / "card.md").read_text(encoding="utf-8")

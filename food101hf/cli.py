@@ -40,13 +40,15 @@ def _terminal_width() -> int:
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with our help format, no abbreviated flags, the flags in two groups (`required` listed first, then
     `options`), and errors raised as UsageError (one line, printed by `run`) instead of a usage block; an unknown
-    flag gets the closest valid one suggested."""
+    flag gets the closest valid one suggested. `checks` run on the parsed arguments (e.g. that a folder given
+    exists) and raise a UserError: they run wherever the command line is parsed, in `parse_early` too."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, formatter_class=HelpFormatter, allow_abbrev=False, add_help=False, **kwargs)
         self.required = self.add_argument_group("required")
         self.options = self.add_argument_group("options")
         self.options.add_argument("-h", "--help", action="help", help="show this help and exit")
+        self.checks: list[Callable[[argparse.Namespace], None]] = []
 
     def parse_args(self, args=None, namespace=None):
         parsed, unknown = self.parse_known_args(args, namespace)
@@ -55,6 +57,8 @@ class ArgumentParser(argparse.ArgumentParser):
             hints = [f"{flag} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
                 flag.split("=")[0], flags, n=2, cutoff=0.7)) else flag for flag in unknown]
             self.error(f"unrecognized arguments: {' '.join(hints)}")
+        for check in self.checks:
+            check(parsed)
         return parsed
 
     def error(self, message: str) -> NoReturn:
@@ -62,13 +66,19 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def parse_early(build: Callable[[], ArgumentParser]) -> None:
-    """For a `python -m` module whose imports are heavy: answer --help, and refuse a bad command line in one line
-    (exit 2), before those imports run. `main` then parses the same command line again."""
+    """For a `python -m` module whose imports are heavy: answer --help, and refuse a bad command line (a missing
+    folder included: the parser's `checks`) in one line (exit 2), before those imports run. `main` then parses the
+    same command line again."""
     try:
         build().parse_args()
-    except UsageError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(USAGE_ERROR)
+
+
+def counted(n: float, noun: str) -> str:
+    """'1 image', '3 images', '0.5 epochs': a count and its noun, for any line a person reads."""
+    return f"{n:g} {noun}{'' if n == 1 else 's'}"
 
 
 def rank() -> int:

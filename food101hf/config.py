@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from .cli import counted
 from .errors import ConfigError
 from .flags import option, parse
-from .hub_access import is_repo_id
+from .hub_access import has_repo_id_form, missing_folder
 
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 logger = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class TrainConfig:
     seed: int = option("seed for weights init, data order, augmentation and Mixup", 42)
     mixed_precision: str = option("'auto' (the Accelerate config's choice, else bf16 where the hardware has it), "
                                   "'no', 'fp16' or 'bf16'", "auto")
-    output_dir: str = option("where the model, metrics, model card and config are written", "outputs/food101")
+    output_dir: str | None = option("where the model, metrics, model card and config are written; default: "
+                                    "outputs/<the dataset's name> (outputs/demo, outputs/my_food, outputs/food101)",
+                                    None)
     report_to: str | None = option("experiment tracker for Accelerate, e.g. 'tensorboard'; default: none", None)
     report: bool = option("after training, write the error analysis (food101hf.report) into OUTPUT_DIR/report/",
                           True)
@@ -131,8 +134,11 @@ class TrainConfig:
         if self.epochs and self.warmup_epochs >= self.epochs:
             raise ConfigError(f"{flag('warmup_epochs')} is not shorter than {flag('epochs')}: the learning rate "
                               f"would never reach its cosine; use a warmup below {self.epochs} epochs")
-        if self.push_to_hub is not None and not is_repo_id(self.push_to_hub):
+        if self.push_to_hub is not None and not has_repo_id_form(self.push_to_hub):
             raise ConfigError(f"--push-to-hub {self.push_to_hub}: not a Hub repo id (org/name)")
+        # a mistyped folder is said to be missing now, not after torch loads or the Hub is asked for it
+        if self.dataset not in (None, "demo") and (missing := missing_folder(self.dataset)):
+            raise ConfigError(f"--dataset {missing}")
         if not self.freeze_modules() and self.freeze.strip().lower() not in ("", "none"):
             raise ConfigError(f"--freeze {self.freeze!r}: name modules, comma-separated, or 'none'")
 
@@ -143,7 +149,8 @@ class PolishConfig(TrainConfig):
 
     Why these defaults (FixRes, Touvron et al. 2019): RandomResizedCrop makes objects look larger in training than a
     center crop does at test time, so a 192 px model is best served at a higher resolution; 224 px is 1.17x, inside
-    the usual 1.15-1.3x, and the size the ImageNet weights were trained at. Re-estimating BatchNorm at the new size
+    the usual 1.15-1.3x, and the size the ImageNet weights were trained at; other trained sizes are raised by the
+    same ratio (`polish_size`). Re-estimating BatchNorm at the new size
     undoes part of the shift in activation statistics; a brief fine-tune does the rest, at a tenth of train.py's
     peak learning rate (1e-4 vs 1e-3) so that two epochs adapt the converged weights rather than retrain them, with
     no warmup (nothing large to warm up to) and without Mixup/CutMix (regularisers that pay off over long training;
@@ -157,7 +164,8 @@ class PolishConfig(TrainConfig):
     label_column: str | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset", None)
     val_fraction: float | None = option("as in train.py; default: the init's (train_config.yaml) on its dataset",
                                         None)
-    image_size: int = option("polish and evaluation resolution in pixels", 224)
+    image_size: int | None = option("polish and evaluation resolution in pixels; default: the init's size x 224/192, "
+                                    "to a multiple of 16 (192 -> 224, 64 -> 80)", None)
     bn_reestimate: bool = option("re-estimate BatchNorm statistics at the new resolution before fine-tuning", True)
     bn_batches: int = option("shuffled training batches, with eval preprocessing, for the BatchNorm re-estimate",
                              50)
@@ -166,8 +174,9 @@ class PolishConfig(TrainConfig):
     warmup_epochs: float = option("linear warmup length, in epochs", 0.0)
     mixup: float = option("Mixup alpha (0 disables)", 0.0)
     cutmix: float = option("CutMix alpha (0 disables)", 0.0)
-    output_dir: str = option("where the polished model, metrics, model card and config are written",
-                             "outputs/polish")
+    output_dir: str | None = option("where the polished model, metrics, model card and config are written; "
+                                    "default: the init's folder with -SIZE appended (outputs/demo -> "
+                                    "outputs/demo-80), outputs/NAME-SIZE for a Hub init", None)
 
     MIN_EPOCHS: ClassVar[int] = 0
     NOT_FLAGS: ClassVar[dict[str, str]] = dict.fromkeys(("model", "pretrained", "drop_rate"),
@@ -177,7 +186,37 @@ class PolishConfig(TrainConfig):
         if not self.init:
             raise ConfigError("--init is required: a folder written by train.py or polish.py, or a Hub repo id "
                               "(org/name)")
+        if missing := missing_folder(self.init):
+            raise ConfigError(f"--init {missing}")
         super().check()
+
+    def resolved(self, trained_size: int) -> PolishConfig:
+        """The config with the defaults that depend on the init filled in: its size raised by `polish_size`, and
+        the output folder named after the init and that size."""
+        size = self.image_size or polish_size(trained_size)
+        init = Path(self.init).expanduser()
+        name = str(init) if init.is_dir() else f"outputs/{self.init.partition('@')[0].split('/')[-1]}"
+        return dataclasses.replace(self, image_size=size, output_dir=self.output_dir or f"{name}-{size}")
+
+
+FIXRES_RATIO = 224 / 192  # the reference study's train -> polish sizes (README's results)
+SIZE_STEP = 16  # px
+
+
+def polish_size(trained_size: int) -> int:
+    """polish.py's default resolution for a model trained (or last polished) at `trained_size` px: FixRes's modest
+    raise of the test size by the reference study's 224/192 (1.17x; 1.15-1.3x is the usual rule), rounded to a
+    multiple of SIZE_STEP and at least one step above: 192 -> 224, 224 -> 256, 160 -> 192, 64 -> 80 (1.25x). A
+    multiple of 16 px halves evenly through ResNet-18's first four stride-2 layers, and is fine enough at small
+    sizes (multiples of 32 would give 64 -> 64 or 96). A rule, not a measurement: evaluate the result (polish.py
+    compares it with the init)."""
+    return max(trained_size + SIZE_STEP, SIZE_STEP * round(trained_size * FIXRES_RATIO / SIZE_STEP))
+
+
+def default_output_dir(dataset: str) -> str:
+    """outputs/<the dataset's name>: outputs/demo, outputs/my_food for a folder (any path to it), outputs/food101 for
+    the Hub's ethz/food101."""
+    return f"outputs/{Path(dataset.partition('@')[0].rstrip('/')).name}"
 
 
 def local_dataset(dataset: str | None) -> str | None:
@@ -200,9 +239,10 @@ def parse_config(cls=TrainConfig, argv: list[str] | None = None, description: st
     if "warmup_epochs" not in flags and cfg.epochs and cfg.warmup_epochs >= cfg.epochs:
         capped = cfg.epochs * MAX_WARMUP_SHARE
         source = "preset" if "warmup_epochs" in preset else "defaults"
-        logger.warning(f"the warmup of {cfg.warmup_epochs:g} epochs (from the {source}) is not shorter than the "
-                       f"{cfg.epochs}-epoch run: warming up for {capped:g} epochs ({MAX_WARMUP_SHARE:.0%} of the run) "
-                       f"instead; pass --warmup-epochs to choose")
+        logger.warning(f"the warmup of {counted(cfg.warmup_epochs, 'epoch')} (from the {source}) is not shorter "
+                       f"than the {cfg.epochs}-epoch run: warming up for {counted(capped, 'epoch')} "
+                       f"({MAX_WARMUP_SHARE:.0%} of the run) instead; pass --warmup-epochs to choose")
         cfg = dataclasses.replace(cfg, warmup_epochs=capped)
     cfg.check()
-    return dataclasses.replace(cfg, dataset=local_dataset(cfg.dataset))
+    output_dir = cfg.output_dir or (default_output_dir(cfg.dataset) if cfg.dataset else None)  # polish: `resolved`
+    return dataclasses.replace(cfg, dataset=local_dataset(cfg.dataset), output_dir=output_dir)

@@ -27,7 +27,7 @@ from .config import TrainConfig
 from .demo import default_demo_dir, make_demo
 from .errors import ConfigError, DatasetError
 from .folders import load_folder, split_role
-from .hub_access import hub_errors, is_repo_id
+from .hub_access import hub_errors, is_repo_id, missing_folder
 from .hub_dataset import Layout, check_labels, labels_withheld, load_hub_dataset
 from .images import check_image
 
@@ -84,6 +84,26 @@ def content_fingerprint(dataset: Dataset, root: Path, split: str) -> str:
     return content.hexdigest()
 
 
+def images_per_class(dataset: Dataset, num_classes: int) -> list[int]:
+    """How many images of each class (by label index) `dataset` holds; read from the label column only."""
+    counts = Counter(dataset["label"])
+    return [counts[label] for label in range(num_classes)]
+
+
+def describe_classes(splits: Splits, listed: int = 20) -> str:
+    """The classes and their images per split, for the log: each class named up to `listed` classes
+    ('3 classes, train/eval images: beignets 8/3, crème brûlée 8/3, fish and chips 8/3'), else the range and the
+    smallest class."""
+    names = splits.label_names
+    train, evaluation = (images_per_class(split, len(names)) for split in (splits.train, splits.eval))
+    if len(names) <= listed:
+        return f"{len(names)} classes, train/eval images: " + ", ".join(
+            f"{name} {t}/{e}" for name, t, e in zip(names, train, evaluation))
+    smallest = min(range(len(names)), key=lambda i: (train[i], evaluation[i]))
+    return (f"{len(names)} classes, {min(train)}-{max(train)} train and {min(evaluation)}-{max(evaluation)} eval "
+            f"images each (fewest: {names[smallest]}, {train[smallest]}/{evaluation[smallest]})")
+
+
 def example_file(dataset: Dataset, image_column: str = "image") -> str | None:
     """The path of the dataset's first image if it is a file on this machine (a local folder, the demo), else
     None (a Hub dataset keeps images as bytes in parquet)."""
@@ -136,6 +156,8 @@ def load_dataset_dict(cfg: TrainConfig) -> tuple[DatasetDict, Layout]:
         found = load_folder(local)
         return found, Layout(cfg.dataset, None, {split: split for split in found}, "image", "label",
                              list(found["train"].features["label"].names))
+    if missing := missing_folder(cfg.dataset):
+        raise DatasetError(f"--dataset {missing}")
     if not is_repo_id(cfg.dataset) or "@" in cfg.dataset:
         raise DatasetError(f"--dataset {cfg.dataset}: no such folder (in {Path.cwd()}), and not a Hub dataset "
                            f"id (org/name)")

@@ -19,6 +19,12 @@ Write it from the command line with::
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # answer --help and refuse bad flags before numpy loads
+    from food101hf.cli import parse_early
+    from food101hf.parsers import demo_parser
+
+    parse_early(demo_parser)
+
 import json
 import os
 import shutil
@@ -28,8 +34,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .cli import ArgumentParser, run
+from .cli import run
 from .errors import DemoFolderError
+from .parsers import demo_parser
 
 VERSION = 1  # bump when the drawings change, so cached copies are regenerated
 SPLITS = ("train", "validation")
@@ -344,13 +351,7 @@ def make_demo(root: str | os.PathLike, *, train_per_class: int = 80, val_per_cla
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = ArgumentParser(prog="python -m food101hf.demo", description=__doc__.splitlines()[0])
-    parser.options.add_argument("dir", metavar="DIR", nargs="?", type=Path,
-                                help=f"where to write the dataset (default: {default_demo_dir()})")
-    parser.options.add_argument("--train-per-class", type=int, default=80, help="(default: 80)")
-    parser.options.add_argument("--val-per-class", type=int, default=20, help="(default: 20)")
-    parser.options.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    args = parser.parse_args(argv)
+    args = demo_parser().parse_args(argv)
     root = make_demo(args.dir or default_demo_dir(), train_per_class=args.train_per_class,
                      val_per_class=args.val_per_class, seed=args.seed)
     print(root)

@@ -22,7 +22,7 @@ from .checkpoint import Progress, find_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .device_data import device_batches
 from .errors import DivergedError
-from .metrics import TOPK_ACCURACY
+from .metrics import TOPK_ACCURACY, describe_scores, top_k_cuts, wilson_interval
 from .model import nonfinite_tensors
 from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
@@ -164,17 +164,20 @@ def ranked_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
 
 
 def score_logits(batches) -> dict:
-    """Top-1 and top-5 through the shipped `evaluate` module, and mean cross-entropy, over (logits, labels)
-    batches."""
+    """Over (logits N x C, labels N) batches: top-1 with its Wilson 95% interval (`top1_ci95`, [low, high]),
+    top-5 only for more than 5 classes (`metrics.top_k_cuts`), both fractions through the shipped `evaluate`
+    module; the mean cross-entropy and the image count."""
     import evaluate  # ~1 s of imports, only once there is something to score
 
     metric = evaluate.load(TOPK_ACCURACY, keep_in_memory=True)
-    loss_sum, count = 0.0, 0
+    loss_sum, count, num_classes = 0.0, 0, 0
     for logits, labels in batches:
         metric.add_batch(predictions=ranked_predictions(logits).cpu().tolist(), references=labels.cpu().tolist())
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        count += len(labels)
-    return {**metric.compute(k=[1, 5]), "eval_loss": loss_sum / count, "num_eval_samples": count}
+        count, num_classes = count + len(labels), logits.shape[-1]
+    scores = metric.compute(k=top_k_cuts(num_classes))
+    return {"top1": scores["top1"], "top1_ci95": wilson_interval(round(scores["top1"] * count), count), **scores,
+            "eval_loss": loss_sum / count, "num_eval_samples": count}
 
 
 def evaluate_logits(accelerator: Accelerator, model, loader, desc: str = "eval",
@@ -186,7 +189,7 @@ def evaluate_logits(accelerator: Accelerator, model, loader, desc: str = "eval",
 
 
 def evaluate_model(accelerator: Accelerator, model, loader, desc: str = "eval", tta: bool = False) -> dict:
-    """Top-1, top-5 and mean cross-entropy over every eval image exactly once."""
+    """`score_logits` over every eval image exactly once."""
     return score_logits([evaluate_logits(accelerator, model, loader, desc, tta)])
 
 
@@ -255,10 +258,10 @@ def fit(accelerator: Accelerator, model, optimizer, scheduler, train_loader, eva
             if progress.batches_done < len(train_loader):  # stopped by a signal: the same as a periodic checkpoint
                 raise stop.preempted(checkpoint(), progress.num_updates)
             metrics, evaluation = evaluate(progress.epoch + 1)
-            logger.info(f"epoch {progress.epoch + 1}: top-1 {metrics['top1']:.4f} top-5 {metrics['top5']:.4f} "
-                        f"loss {metrics['eval_loss']:.4f} ({images_per_second:.1f} img/s per process)")
-            accelerator.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": progress.epoch + 1},
-                            step=progress.num_updates)
+            logger.info(f"epoch {progress.epoch + 1}: {describe_scores(metrics)}, loss {metrics['eval_loss']:.4f} "
+                        f"({images_per_second:.1f} img/s per process)")
+            scalars = {f"eval/{k}": v for k, v in metrics.items() if not isinstance(v, list)}  # trackers log numbers
+            accelerator.log(scalars | {"epoch": progress.epoch + 1}, step=progress.num_updates)
             progress.history.append(metrics | {"epoch": progress.epoch + 1})
             progress.epoch, progress.batches_done = progress.epoch + 1, 0
             path = checkpoint()

@@ -4,7 +4,7 @@ Every field is a flag (``image_size`` -> ``--image-size``; booleans get ``--x/--
 (its help text and default). Precedence, lowest first: the dataclass defaults, a YAML preset
 (``--config FILE.yaml``, read with ``yaml.safe_load``), then the flags given. Unknown YAML keys and unknown flags
 fail with the valid ones named; a value is converted to the field's type or refused naming the flag. Light
-imports only (argparse, yaml), so that --help answers before torch loads.
+imports only (argparse; yaml once a preset is read), so that --help answers before torch loads.
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ import types
 import typing
 from dataclasses import field
 from pathlib import Path
-
-import yaml
 
 from .cli import ArgumentParser
 from .errors import ConfigError
@@ -101,9 +99,15 @@ def build_parser(cls, description: str | None = None, prog: str | None = None) -
 def load_yaml(cls, path: str | Path) -> dict:
     """Read a preset and check its keys (dashes or underscores) against the dataclass. A folder written as
     ``{path: P}`` (how a run's train_config.yaml records one, `outputs.record_folders`) is P from the preset's own
-    folder; ``{name: N}`` (recorded by name only) is N."""
-    with open(path, encoding="utf-8") as f:
-        raw = yaml.safe_load(f) or {}
+    folder; ``{name: N}`` (recorded by name only) is N. Raises ConfigError for a file that cannot be read or
+    parsed, or has unknown keys."""
+    import yaml  # here: --help and the flags answer without it (~0.1 s of imports)
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"--config: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a preset must be a mapping of config keys to values")
     values = {str(k).replace("-", "_"): v for k, v in raw.items()}
@@ -128,9 +132,6 @@ def parse(cls, argv: list[str] | None = None, description: str | None = None,
         if flags & {arg.split("=")[0] for arg in (sys.argv[1:] if argv is None else argv)}:
             raise ConfigError(f"{_flag(name)}: {parser.prog} {why}")
     given = vars(parser.parse_args(argv))
-    try:
-        preset = load_yaml(cls, given.pop("config")) if "config" in given else {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"--config: {e}") from None
+    preset = load_yaml(cls, given.pop("config")) if "config" in given else {}
     values = preset | given
     return cls(**{name: _coerce(cls, name, value) for name, value in values.items()}), set(given), set(preset)

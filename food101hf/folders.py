@@ -127,8 +127,13 @@ class FolderListing:
             if self.nested[split]:
                 logger.info("%d images in sub-folders of class folders in %s/ belong to those classes",
                             self.nested[split], folder)
-        for reason, names in self.ignored_names().items():
-            logger.info("%s", ignored_line(reason, names))
+        for reason, paths in self.ignored.items():
+            # a hidden file in the root itself (.DS_Store, the demo's .complete marker) is never data: no line; the
+            # audit lists it
+            shown = [self.relative(p) for p in paths if not (reason == HIDDEN and p.parent == self.root
+                                                             and p.is_file())]
+            if shown:
+                logger.info("%s", ignored_line(reason, shown))
 
 
 def split_role(name: str) -> str | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import platform
@@ -27,7 +28,7 @@ from .config import TrainConfig
 from .demo import default_demo_dir
 from .errors import ConfigError, ModelNotFoundError
 from .folders import image_files, is_hidden
-from .hub_access import hub_errors, is_repo_id
+from .hub_access import hub_errors, is_repo_id, missing_folder
 
 WEIGHTS = "model.safetensors"
 # what loading and describing a model needs (the app shows metrics.json); nothing pickled
@@ -180,7 +181,36 @@ def dataset_name(dataset) -> str:
     return Path(path).name or "a local image folder"
 
 
-# ---- the model ----
+# ---- the model and its results ----
+
+def served_size(folder: Path) -> int:
+    """The resolution, in px, a model folder is evaluated and served at: config.json's pretrained_cfg input size
+    (train.py's --image-size, or the last polish's)."""
+    return json.loads((folder / "config.json").read_text())["pretrained_cfg"]["input_size"][-1]
+
+
+def comparable_result(folder: Path, eval_split: str, num_eval_samples: int) -> dict | None:
+    """A model folder's own reported result (metrics.json: top-1, its interval, the size it was scored at), when it
+    was scored on `eval_split` with `num_eval_samples` images, so that another model's top-1 there compares with
+    it; None otherwise (no metrics.json, or other images)."""
+    path = folder / "metrics.json"
+    reported = json.loads(path.read_text()) if path.is_file() else {}
+    if (reported.get("eval_split"), reported.get("num_eval_samples")) != (eval_split, num_eval_samples):
+        return None
+    return {key: reported[key] for key in ("top1", "top1_ci95", "image_size", "eval_split", "num_eval_samples")
+            if key in reported}
+
+
+def polish_verdict(metrics: dict, init: str) -> str | None:
+    """For a polished model's metrics.json that ended below its init (`worse_than_init`, recorded by polish.py):
+    the warning the log, the exit summary and the model card give. None otherwise."""
+    if not metrics.get("worse_than_init"):
+        return None
+    before = metrics["init"]
+    return (f"this polish made the model worse: top-1 {metrics['top1']:.4f} at {metrics['image_size']} px, against "
+            f"{before['top1']:.4f} for {init} at {before['image_size']} px on the same {before['num_eval_samples']} "
+            f"{before['eval_split']} images. Serve {init} instead, or polish at another --image-size")
+
 
 def trained_folder(ref: str | Path) -> Path:
     """The folder of a model written by train.py or polish.py: `ref` itself if it is a local folder, else a Hub repo
@@ -189,12 +219,14 @@ def trained_folder(ref: str | Path) -> Path:
     ModelNotFoundError (neither a folder nor a Hub repo, or a folder without weights) or HubError."""
     folder = Path(ref).expanduser()
     if not folder.is_dir():
-        from huggingface_hub import constants, snapshot_download
-        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
+        if missing := missing_folder(ref):  # a mistyped folder is said to be missing, not looked for on the Hub
+            raise ModelNotFoundError(missing)
         nowhere = f"{ref}: no such folder (in {Path.cwd()})"
         if not is_repo_id(ref):
             raise ModelNotFoundError(f"{nowhere}, and not a Hub repo id (org/name)")
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
         repo_id, _, revision = str(ref).partition("@")
         hint = "pass a local folder written by train.py or polish.py"
         with hub_errors(f"model {ref} (no such folder in {Path.cwd()}, so a Hub repo of that name)", hint=hint):

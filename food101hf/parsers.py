@@ -1,6 +1,7 @@
 """The command lines of `python -m food101hf.report`, `python -m food101hf.predict` (`food101hf-predict`),
-`python -m food101hf.hub` and `python -m food101hf.app`, built without importing the modules they run, so that
---help and a bad flag answer before torch, timm, datasets, huggingface_hub or gradio load (`cli.parse_early`).
+`python -m food101hf.hub`, `python -m food101hf.app` and `python -m food101hf.demo`, built without importing the
+modules they run, so that --help and a bad flag answer before torch, timm, datasets, huggingface_hub, gradio or
+numpy load (`cli.parse_early`).
 train.py's and polish.py's come from their config dataclasses (`food101hf.flags`)."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from pathlib import Path
 
 from .cli import ArgumentParser
 from .config import MIXED_PRECISION, TrainConfig
+from .errors import DatasetError, ModelNotFoundError, UsageError
+from .hub_access import missing_folder, no_such_path
 
 
 def _docstring(module: str) -> str:
@@ -28,6 +31,38 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
+
+
+# ---- checks that run as the command line is parsed: a path that is not there is said so before anything loads ----
+
+def _model_is_there(args: argparse.Namespace) -> None:
+    if args.model and (missing := missing_folder(args.model)):
+        raise ModelNotFoundError(f"--model {missing}")
+
+
+def _dataset_is_there(args: argparse.Namespace) -> None:
+    if args.dataset != "demo" and (missing := missing_folder(args.dataset)):
+        raise DatasetError(f"--dataset {missing}")
+
+
+def _inputs_are_there(args: argparse.Namespace) -> None:
+    missing = [path for path in args.inputs if not Path(path).expanduser().exists()]
+    if len(missing) == 1:
+        raise UsageError(no_such_path(missing[0], "file or folder"))
+    if missing:
+        raise UsageError(f"no such files or folders (in {Path.cwd()}): {', '.join(missing)}")
+
+
+def _examples_are_there(args: argparse.Namespace) -> None:
+    if args.examples and not Path(args.examples).expanduser().is_dir():
+        raise UsageError(f"--examples {no_such_path(args.examples)}")
+
+
+def _hub_paths_are_there(args: argparse.Namespace) -> None:
+    if args.command == "push" and not Path(args.folder).expanduser().is_dir():
+        raise UsageError(no_such_path(args.folder))
+    if args.command == "space" and (missing := missing_folder(args.model)):
+        raise ModelNotFoundError(missing)
 
 
 def report_parser() -> ArgumentParser:
@@ -64,6 +99,7 @@ def report_parser() -> ArgumentParser:
     options.add_argument("--label-column", metavar="NAME", help=f"label column of a Hub dataset; {recorded}")
     options.add_argument("--mixed-precision", default=defaults.mixed_precision, choices=MIXED_PRECISION,
                          help=f"as in train.py (default: {defaults.mixed_precision})")
+    parser.checks += [_dataset_is_there, _model_is_there]
     return parser
 
 PREDICT_EPILOG = """output:
@@ -74,7 +110,8 @@ PREDICT_EPILOG = """output:
 exit status:
   0  every image answered
   1  some inputs could not be read (each named on stderr)
-  2  a bad flag (a --device this machine lacks too), or the model cannot be loaded (one line on stderr)
+  2  a bad flag (a --device this machine lacks too), a path that does not exist, or the model cannot be loaded
+     (one line on stderr)
   3  the model's weights hold NaN or infinite values: the run that wrote it diverged (one line on stderr)"""
 
 
@@ -94,6 +131,7 @@ def predict_parser() -> ArgumentParser:
                          help="autocast dtype; auto: bf16 where the hardware has it, else fp32 (default: auto)")
     options.add_argument("--tta", action="store_true", help="average with the horizontally flipped image")
     options.add_argument("-v", "--verbose", action="store_true", help="say on stderr how many torch threads run")
+    parser.checks += [_model_is_there, _inputs_are_there]
     return parser
 
 
@@ -117,6 +155,7 @@ def hub_parser() -> ArgumentParser:
                                               "`push`")
     space.required.add_argument("space_id", help="the Space to create or update, org/name")
     space.options.add_argument("--private", action="store_true", help="create the Space as private")
+    parser.checks.append(_hub_paths_are_there)
     return parser
 
 
@@ -130,4 +169,17 @@ def app_parser() -> ArgumentParser:
     options.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
     options.add_argument("--server-name", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     options.add_argument("--server-port", type=int, help="port (default 7860, or the next free one)")
+    parser.checks += [_model_is_there, _examples_are_there]
+    return parser
+
+
+def demo_parser() -> ArgumentParser:
+    """`python -m food101hf.demo`: see food101hf/demo.py."""
+    parser = ArgumentParser(prog="python -m food101hf.demo", description=_docstring("demo").splitlines()[0])
+    parser.options.add_argument("dir", metavar="DIR", nargs="?", type=Path,
+                                help="where to write the dataset (default: demo-vN in $FOOD101HF_CACHE, else in "
+                                     "$XDG_CACHE_HOME/food101hf or ~/.cache/food101hf)")
+    parser.options.add_argument("--train-per-class", type=int, default=80, help="(default: 80)")
+    parser.options.add_argument("--val-per-class", type=int, default=20, help="(default: 20)")
+    parser.options.add_argument("--seed", type=int, default=0, help="(default: 0)")
     return parser

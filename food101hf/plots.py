@@ -17,10 +17,19 @@ from .analysis import cluster_order
 DPI = 100
 
 
-def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, title: str) -> tuple[int, int]:
+SHARE_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)  # the colour bar's, as percentages
+
+
+def display_name(label: str) -> str:
+    """A class name as the pictures show it: Food-101's names read with spaces (`lobster_roll_sandwich` ->
+    "lobster roll sandwich"), the same in every picture; the CSV files keep the names as the dataset spells them."""
+    return label.replace("_", " ")
+
+
+def confusion_figure(confusion: np.ndarray, label_names: list[str], title: str) -> Figure:
     """The confusion matrix in cluster order, every class labelled: 1000 px square up to ~47 classes, 1866 px
     for 101. The diagonal (accuracy) is muted grey so the confusions, coloured by the share of the true class
-    on a log scale, stand out. Returns the picture's (width, height) in pixels."""
+    on a log scale, stand out; the colour bar reads in plain percentages (1%, 2%, 5%, ...)."""
     n = len(label_names)
     order = cluster_order(confusion)
     counts = confusion[np.ix_(order, order)]
@@ -35,7 +44,7 @@ def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, ti
     norm = LogNorm(vmin=0.5 / max(int(support.max()), 1), vmax=1)
     image = ax.imshow(np.where(~diagonal & (counts > 0), share, np.nan), cmap="YlOrRd", norm=norm)
     fontsize = float(np.clip(0.55 * (pixels - 250) / n, 4, 10))  # points ≈ 0.75 px at 100 dpi: fits each row
-    names = [label_names[i] for i in order]
+    names = [display_name(label_names[i]) for i in order]
     ax.set_xticks(range(n), names, rotation=90, fontsize=fontsize)
     ax.set_yticks(range(n), names, fontsize=fontsize)
     ax.set_xlabel("predicted class")
@@ -46,9 +55,18 @@ def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, ti
         for t, p in zip(*np.nonzero(counts)):
             ax.text(p, t, str(counts[t, p]), ha="center", va="center", fontsize=9,
                     color="white" if t != p and share[t, p] > 0.3 else "black")
-    fig.colorbar(image, ax=ax, shrink=0.4, label="share of the true class", format=PercentFormatter(1))
+    colour_bar = fig.colorbar(image, ax=ax, shrink=0.4, label="share of the true class", format=PercentFormatter(1))
+    colour_bar.set_ticks([t for t in SHARE_TICKS if t >= norm.vmin])
+    colour_bar.minorticks_off()  # a log axis labels its minor ticks in scientific notation (6×10⁻¹)
+    return fig
+
+
+def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, title: str) -> tuple[int, int]:
+    """`confusion_figure` saved to `path`. Returns the picture's (width, height) in pixels."""
+    fig = confusion_figure(confusion, label_names, title)
     fig.savefig(path, dpi=DPI)
-    return pixels, pixels
+    width, height = fig.get_size_inches() * DPI
+    return round(width), round(height)
 
 
 TILE = 250  # px per image column; a caption line holds CAPTION_CHARS characters of 9 pt DejaVu Sans in it
@@ -81,10 +99,10 @@ def plot_mistakes(images: list, captions: list[str], path: Path, title: str, col
 
 
 def caption(true: str, predicted: str, confidence: float) -> str:
-    """Two lines at most per class name, wrapped at word boundaries (Food-101's names read with spaces:
-    `lobster_roll_sandwich` -> "lobster roll sandwich"), each line short enough for its tile."""
+    """Two lines at most per class name (`display_name`), wrapped at word boundaries, each line short enough for its
+    tile."""
     def wrap(prefix: str, name: str, suffix: str = "") -> str:
-        lines = textwrap.wrap(prefix + name.replace("_", " ") + suffix, CAPTION_CHARS, max_lines=2,
+        lines = textwrap.wrap(prefix + display_name(name) + suffix, CAPTION_CHARS, max_lines=2,
                               placeholder="…", break_long_words=True)
         return "\n".join(lines)
 

@@ -259,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The `food101hf-predict` console script, and `python -m food101hf.predict`."""
+    """`python -m food101hf.predict`, and `food101hf-predict` (`food101hf.predict_command`) once its command line
+    parsed."""
     run(main)
 
 

@@ -143,7 +143,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False, revi
         raise HubError(f"HF_HUB_OFFLINE is set, so nothing can be pushed to {repo_id}; {kept}")
     if get_token() is None:
         raise HubError(f"no Hub token: set HF_TOKEN or run `hf auth login` to push to {repo_id}; {kept}")
-    require_hub(f"pushing to {repo_id}", hint=kept)
+    require_hub(f"pushing to {repo_id}", hint=kept, download=False)
     with tempfile.TemporaryDirectory(prefix="food101hf-push-") as staging:
         try:
             create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -40,6 +40,7 @@ from .data import check_classes, eval_dataset
 from .engine import create_accelerator, evaluate_logits, ranked_predictions, score_logits
 from .errors import UsageError
 from .images import open_rgb
+from .metrics import describe_scores, small_eval_warning
 from .model import load_trained
 from .outputs import read_recipes, reuse_layout, trained_folder
 from .parsers import report_parser
@@ -96,8 +97,15 @@ def _analysis_markdown(per_class: list[dict], pairs: list[dict], pictures: dict,
 
 def _headline(metrics: dict) -> str:
     tta = ", flip TTA" if metrics["tta"] else ""
+    low, high = metrics["top1_ci95"]
+    top5 = f", top-5 {metrics['top5']:.2%}" if "top5" in metrics else ""
     return (f"{metrics['eval_split']}, {metrics['num_eval_samples']} images at {metrics['image_size']} px{tta}: "
-            f"**top-1 {metrics['top1']:.2%}**, top-5 {metrics['top5']:.2%}, loss {metrics['eval_loss']:.4f}")
+            f"**top-1 {metrics['top1']:.2%}** (95% interval {low:.1%}-{high:.1%}){top5}, loss "
+            f"{metrics['eval_loss']:.4f}")
+
+
+def _warning(metrics: dict) -> list[str]:
+    return [f"**Warning:** {metrics['eval_warning']}.", ""] if "eval_warning" in metrics else []
 
 
 @torch.inference_mode()
@@ -112,6 +120,9 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     logits, labels = evaluation if evaluation is not None else evaluate_logits(accelerator, model, eval_loader,
                                                                                desc="report", tta=tta)
     metrics = score_logits([(logits, labels)]) | {"image_size": image_size, "tta": tta, "eval_split": eval_split}
+    counts = np.bincount(labels.numpy(), minlength=len(label_names)).tolist()
+    if warning := small_eval_warning(metrics["top1_ci95"], counts):
+        metrics["eval_warning"] = warning
     if not accelerator.is_main_process:
         return metrics
 
@@ -148,7 +159,7 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
             f"The {len(shown)} most confidently wrong of {len(wrong)} misclassified images"),
             f"The {len(shown)} misclassified images the model was surest about"),
     }
-    body = [f"# {title}", "", _headline(metrics) + ".", "",
+    body = [f"# {title}", "", _headline(metrics) + ".", "", *_warning(metrics),
             "Per-class accuracy weighted by the number of images equals top-1: both count the same predictions.",
             "", _analysis_markdown(per_class, pairs, pictures, prefix="", level="##")]
     (out_dir / "report.md").write_text("\n".join(body), encoding="utf-8")
@@ -212,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         metrics = write_report(accelerator, model, loader, label_names, stage, image_size, tta=args.tta,
                                eval_split=eval_split, title=f"Error analysis of {args.model}")
     if accelerator.is_main_process:
-        print(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}; report written to "
-              f"{Path(args.output_dir).resolve()}")
+        if "eval_warning" in metrics:
+            logger.warning(metrics["eval_warning"])
+        print(f"{describe_scores(metrics)}; report written to {Path(args.output_dir).resolve()}")
     accelerator.end_training()  # takes the process group down cleanly under torchrun
     return 0
 

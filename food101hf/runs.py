@@ -19,15 +19,20 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 from .checkpoint import check_resume, checkpoint_root
-from .config import TrainConfig
-from .data import Splits, example_file
+from .config import PolishConfig, TrainConfig, polish_size
+from .data import Splits, example_file, images_per_class
 from .engine import create_accelerator
-from .outputs import copy_recipe, save_config
+from .metrics import describe_scores, small_eval_warning
+from .outputs import copy_recipe, polish_verdict, save_config
 from .publish import push_run, write_outputs
-from .runtime import Threads, describe_hardware, keep_freed_memory, set_num_threads
+from .runtime import Threads, describe_hardware, keep_freed_memory, launcher_command, set_num_threads
 from .storage import check_output_dir, room_warning
 
 logger = logging.getLogger(__name__)
+# the settings that decide a run's data and batches: the printed polish step repeats those this run changed, so that
+# it runs where this run ran and evaluates on the same images
+SAME_DATA = ("batch_size", "seed", "val_fraction", "image_column", "label_column", "max_train_samples",
+             "max_eval_samples")
 
 
 def start_run(cfg: TrainConfig) -> tuple[Accelerator, Threads]:
@@ -72,40 +77,53 @@ def write_recipe(accelerator: Accelerator, cfg: TrainConfig, out: Path, splits: 
 def export_run(accelerator: Accelerator, cfg: TrainConfig, model, splits: Splits, label_names: list[str], out: Path,
                data_config: dict, metrics: dict, train_seconds: float | None) -> None:
     """On the main process: the model in timm's Hub format, metrics.json (with what ran: eval split, bad files
-    skipped, training time, precision, hardware) and the model card (`publish.write_outputs`); the push with
-    --push-to-hub; then what the run made and what to run next, on stdout."""
+    skipped, training time, precision, hardware; `eval_warning` when the eval split is too small to tell models
+    apart) and the model card (`publish.write_outputs`); the push with --push-to-hub; then what the run made, any
+    warning, and what to run next, on stdout."""
     if not accelerator.is_main_process:
         return
-    metrics |= {"eval_split": splits.eval_split, "skipped_files": len(splits.skipped),
+    metrics |= {"image_size": cfg.image_size, "eval_split": splits.eval_split, "skipped_files": len(splits.skipped),
                 "mixed_precision": accelerator.mixed_precision,
                 "hardware": describe_hardware(accelerator.device, accelerator.num_processes)}
+    counts = images_per_class(splits.eval, len(label_names))
+    if eval_warning := small_eval_warning(metrics["top1_ci95"], counts):
+        metrics["eval_warning"] = eval_warning
     if train_seconds is not None:
         metrics["train_seconds"] = round(train_seconds, 1)
     write_outputs(out, accelerator.unwrap_model(model), label_names, data_config, cfg.image_size, metrics)
-    logger.info(f"top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} at {cfg.image_size} px; model saved to "
-                f"{out.resolve()}")
+    logger.info(f"{describe_scores(metrics)} at {cfg.image_size} px on {metrics['num_eval_samples']} "
+                f"{splits.eval_split} images; model saved to {out.resolve()}")
+    warnings = [w for w in (eval_warning, polish_verdict(metrics, getattr(cfg, "init", None))) if w]
+    for warning in warnings:
+        logger.warning(warning)
     if cfg.push_to_hub:
         logger.info(f"pushed to {push_run(out, cfg)}")
-    print(next_steps(out, cfg, example_file(splits.eval)), flush=True)
+    print(next_steps(out, cfg, example_file(splits.eval), warnings), flush=True)
 
 
-def next_steps(out: Path, cfg, example_image: str | None) -> str:
-    """What a train.py/polish.py run made and what to run next, for a person at the console: a predict command on
-    one of the run's own eval images (ready to paste), polishing (after train.py), sharing (unless pushed)."""
+def next_steps(out: Path, cfg, example_image: str | None, warnings: list[str] = ()) -> str:
+    """What a train.py/polish.py run made, its warnings, and what to run next, for a person at the console: a
+    predict command on one of the run's own eval images (ready to paste), polishing after train.py (started as
+    this run was, `runtime.launcher_command`, at `config.polish_size`), sharing (unless pushed)."""
     folder, image = shlex.quote(str(out)), shlex.quote(example_image) if example_image else "YOUR_PHOTO.jpg"
     lines = [f"\nDone. In {out}/:",
              f"  model.safetensors, config.json   the model in timm's format: "
              f"timm.create_model(\"local-dir:{out}\", pretrained=True)",
-             "  metrics.json                     top-1 / top-5 on the eval split, per epoch",
+             "  metrics.json                     top-1 (with its 95% interval) on the eval split, per epoch",
              "  README.md                        the model card"]
     if cfg.report:
         lines.append("  report/report.md                 error analysis: per-class accuracy, confused pairs, "
                      "confident mistakes")
+    lines += [f"Warning: {warning}." for warning in warnings]
     lines += ["Next:", f"  python -m food101hf.predict --model {folder} {image}"
               + ("   # an image of the eval split" if example_image else "")]
     if getattr(cfg, "init", None) is None:
-        lines.append(f"  accelerate launch polish.py --init {folder} --output-dir {shlex.quote(f'{out}-224')}"
-                     f"   # FixRes: fine-tune briefly at 224 px")
+        size, defaults = polish_size(cfg.image_size), PolishConfig(init=str(out))
+        # polish.py reads the dataset from the init; what else chose this run's data and batches is passed on
+        same = [f"--{name.replace('_', '-')} {shlex.quote(str(getattr(cfg, name)))}" for name in SAME_DATA
+                if getattr(cfg, name) != getattr(defaults, name)]
+        lines.append(f"  {' '.join([launcher_command('polish.py'), '--init', folder, *same])}   # FixRes: fine-tune "
+                     f"briefly at {size} px ({cfg.image_size} px x 224/192) into {out}-{size}")
     if not cfg.push_to_hub:
         lines.append(f"  python -m food101hf.hub push {folder} YOUR_NAME/{out.name}   # share it (needs HF_TOKEN)")
     if cfg.dataset == "demo":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import shlex
 import sys
 from dataclasses import dataclass
 from functools import cache
@@ -30,8 +31,8 @@ def set_openmp_defaults() -> bool:
     if "torch" in sys.modules:
         return os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE"
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    threads = resolve_threads()
-    if threads.launcher_default:
+    # only a launcher sets a default to replace; without one, psutil (~0.1 s to import) stays off the way to --help
+    if any(marker in os.environ for marker in LAUNCHER_MARKERS) and (threads := resolve_threads()).launcher_default:
         os.environ["OMP_NUM_THREADS"] = str(threads.count)
     return os.environ["OMP_WAIT_POLICY"].upper() == "PASSIVE"
 
@@ -181,8 +182,30 @@ def resolve_threads(environ: dict[str, str] | None = None, parent_pid: int | Non
     if "OMP_NUM_THREADS" in launcher_env or any(arg.startswith(THREADS_FLAG[:len("--num_cpu_threads")])
                                                 for arg in launcher_args):
         return Threads(int(value), "OMP_NUM_THREADS / --num_cpu_threads_per_process given to the launcher")
+    if int(value) == share.count:  # the launcher's default happens to be the share: nothing to replace or say
+        return share
     name = "accelerate launch" if launcher == "ACCELERATE_DYNAMO_BACKEND" else "torchrun"
     return Threads(share.count, f"{share.reason}; {name}'s default OMP_NUM_THREADS={value} overridden", True)
+
+
+def launcher_command(script: str, launcher_args: list[str] | None = None) -> str:
+    """How to start `script` (e.g. 'polish.py') the way this process was started, for the next steps a run prints:
+    `python polish.py` without a launcher; under `accelerate launch` or `torchrun`, the launcher's command line up
+    to our own script (`accelerate launch --config_file X polish.py`, `torchrun --nproc_per_node 2 polish.py`),
+    read from the launcher process (`launcher_args`: its command line, for tests). `script` sits beside ours, as
+    ours was given. Where the launcher's command line cannot be read: `python`."""
+    ours = Path(sys.argv[0])
+    script = str(ours.with_name(script))
+    if launcher_args is None and any(marker in os.environ for marker in LAUNCHER_MARKERS):
+        launcher_args = (_launcher_start(os.getppid()) or ({}, []))[1]
+    at = next((i for i, arg in enumerate(launcher_args or []) if i and arg == sys.argv[0]), None)
+    if at is None:
+        return shlex.join(["python", script])
+    prefix = launcher_args[:at]
+    if len(prefix) > 1 and not prefix[1].startswith("-"):  # an interpreter running the launcher's script
+        prefix = prefix[1:]
+    program = Path(prefix[0]).name
+    return shlex.join(["python" if program.startswith("python") else program, *prefix[1:], script])
 
 
 def set_num_threads() -> Threads:

@@ -32,7 +32,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from .card import model_license
 from .errors import HubError
-from .hub_access import hub_errors, is_repo_id, require_hub
+from .hub_access import has_repo_id_form, hub_errors, is_repo_id, require_hub
 from .hub_dataset import first_of_each_class, is_cached, load_hub_dataset
 from .images import open_image, read_encoded
 from .outputs import EXAMPLES_PER_PAGE, dataset_kind, example_images, read_recipes, trained_folder
@@ -57,7 +57,7 @@ def pushed_repo(model: str | Path) -> str:
         return str(model)
     card_file = Path(model) / "README.md"
     name = ModelCard.load(card_file).data.model_name if card_file.is_file() else None
-    if not name or not is_repo_id(name):
+    if not name or not has_repo_id_form(name):
         raise HubError(f"{model} has not been pushed to the Hub, and a Space serves a Hub model repo: run "
                        f"`python -m food101hf.hub push {model} ORG/NAME` first, then pass ORG/NAME (or the folder)")
     return name
@@ -155,7 +155,7 @@ def create_space(model: str | Path, space_id: str, *, private: bool = False) -> 
     if get_token() is None:
         raise HubError(f"no Hub token: set HF_TOKEN or run `hf auth login` to create the Space {space_id}")
     hint = "check the model repo id and your connection"
-    require_hub(f"creating the Space {space_id}", hint=hint)
+    require_hub(f"creating the Space {space_id}", hint=hint, download=False)
     with hub_errors(f"model {repo_id}", hint=hint):
         if not repo_exists(repo_id.partition("@")[0]):
             raise HubError(f"{repo_id} is not a model repo on the Hub (or not visible to your token): push it first")

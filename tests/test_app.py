@@ -53,7 +53,7 @@ def test_examples_come_from_the_models_validation_split_when_it_is_here(served, 
 
 def test_the_panel_shows_reported_results_split_resolution_and_dataset(served, tmp_path):
     text = model_summary(served)
-    assert "top-1 50.0%, top-5 100.0% on 9 validation images at 32 px" in text
+    assert "top-1 50.0% (95% interval 22.7%-77.3%) on 9 validation images at 32 px" in text  # 3 classes: no top-5
     assert "`food` (a local image folder)" in text
     demo = export_model_folder(tmp_path / "demo", sorted(CLASSES), dataset="demo")
     assert "synthetic drawings, so it will not recognise real photos" in model_summary(demo)
@@ -83,18 +83,27 @@ def test_build_demo_wires_image_to_label_and_message(served, predictor):
     assert {"Image", "Label", "Markdown", "Dataset"} <= blocks  # Dataset: the examples
     image = next(b for b in demo.blocks.values() if type(b).__name__ == "Image")
     assert set(image.sources) == {"upload", "clipboard", "webcam"}
+    returns = demo.get_api_info()["named_endpoints"]["/classify"]["returns"]
+    assert [r["label"] for r in returns] == ["Top 5", "message"]  # the API's names, not value_6
 
 
-def test_share_server_name_and_port_pass_through_to_launch(served, monkeypatch):
+def test_share_server_name_and_port_pass_through_to_launch(served, monkeypatch, capsys):
     import gradio
 
     launched = {}
-    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kwargs: launched.update(kwargs))
+    def launch(self, **kwargs):
+        launched.update(kwargs)
+        self.local_url = "http://127.0.0.1:7861/"
+
+    monkeypatch.setattr(gradio.Blocks, "launch", launch)
+    monkeypatch.setattr(gradio.Blocks, "block_thread", lambda self: None)
     assert main(["--model", str(served), "--share", "--server-name", "0.0.0.0", "--server-port", "7861"]) == 0
     assert launched | {"max_file_size": None} == {"share": True, "server_name": "0.0.0.0", "server_port": 7861,
-                                                  "max_file_size": None}
+                                                  "max_file_size": None, "quiet": True, "prevent_thread_lock": True}
     assert main(["--model", str(served)]) == 0  # Gradio's defaults (and GRADIO_SERVER_* on a Space) then apply
     assert (launched["share"], launched["server_name"], launched["server_port"]) == (False, None, None)
+    assert capsys.readouterr().out.splitlines()[-1] == (f"Serving {served} on http://127.0.0.1:7861/   (Ctrl-C stops "
+                                                        f"it; --share adds a public gradio.live link)")
 
 
 def test_an_unloadable_model_is_one_line_and_exit_2(tmp_path):
@@ -102,8 +111,7 @@ def test_an_unloadable_model_is_one_line_and_exit_2(tmp_path):
         main(["--model", str(tmp_path / "missing")])
     result = run_script("-m", "food101hf.app", "--model", str(tmp_path / "missing"))
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [f"error: {tmp_path / 'missing'}: no such folder (in {ROOT}), and not a Hub "
-                                          f"repo id (org/name)"]
+    assert result.stderr.splitlines() == [f"error: --model {tmp_path / 'missing'}: no such folder"]
 
 
 # --- the real page in Chromium ------------------------------------------------------------------------------------

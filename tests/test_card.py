@@ -44,7 +44,8 @@ def test_a_demo_model_trained_from_scratch_says_so(tmp_path):
     assert "fine-tuned" not in card.text and "github.com" not in card.text  # no placeholder project URL
     assert ("15 epochs, 375 optimizer updates, 1.4 min of training, 92.1 img/s, bf16 mixed precision, on 1 x CPU "
             "process (AMD EPYC 9454P, 2 threads each)") in card.text
-    assert "| validation | 9 | 32 px, center crop | 50.00% | 100.00% |" in card.text
+    assert "| validation | 9 | 32 px, center crop | 50.00% (22.7-77.3%) | 1.0000 |" in card.text  # no top-5 column
+    assert "No top-5: with 3 classes it is 100% whatever the model learned." in card.text
     config = json.loads((folder / "config.json").read_text())
     assert config["pretrained_cfg"]["license"] == "apache-2.0"
     assert not {"tag", "paper_ids", "origin_url"} & set(config["pretrained_cfg"])
@@ -95,7 +96,7 @@ def test_metadata_passes_huggingface_hub_checks_offline(tmp_path):
     folder = export_model_folder(tmp_path / "run", sorted(CLASSES))
     metadata = card_of(folder, repo_id="food/checked").data.to_dict()
     name, results = model_index_to_eval_results(metadata["model-index"])  # raises on a malformed model-index
-    assert name == "food/checked" and [r.metric_name for r in results] == ["Top-1 accuracy", "Top-5 accuracy"]
+    assert name == "food/checked" and [r.metric_name for r in results] == ["Top-1 accuracy"]  # 3 classes
     expected = metadata_eval_result(
         model_pretty_name="food/checked", task_pretty_name="Image Classification", task_id="image-classification",
         metrics_pretty_name="Top-1 accuracy", metrics_id="accuracy", metrics_value=0.5,
@@ -105,6 +106,20 @@ def test_metadata_passes_huggingface_hub_checks_offline(tmp_path):
     assert ours["task"] == expected["task"]
     assert ours["dataset"] == expected["dataset"] | {"args": {"image_size": 32}}  # + the resolution
     assert ours["metrics"][0] == expected["metrics"][0]
+
+
+def test_results_carry_their_interval_and_a_small_eval_set_says_so(tmp_path):
+    folder = export_model_folder(tmp_path / "run", [f"dish {i}" for i in range(101)])
+    metrics = {"top1": 0.8, "top1_ci95": [0.7950, 0.8049], "top5": 0.95, "eval_loss": 0.7, "num_eval_samples": 25250,
+               "eval_split": "validation", "image_size": 32}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    card = card_of(folder)
+    assert "| validation | 25250 | 32 px, center crop | 80.00% (79.5-80.5%) | 95.00% | 0.7000 |" in card.text
+    assert "**Warning:**" not in card.text
+    assert [r.metric_name for r in card.data.eval_results] == ["Top-1 accuracy", "Top-5 accuracy"]
+    warning = "only 4 eval images (1-2 per class): top-1 lies anywhere in 0.150-0.850 (95% interval)"
+    (folder / "metrics.json").write_text(json.dumps(metrics | {"eval_warning": warning}))
+    assert f"**Warning:** {warning}." in card_of(folder).text
 
 
 def test_a_polished_card_tells_the_chain(tmp_path):

@@ -1,9 +1,13 @@
 """Every entry point as a user types it: a failure caused by a flag is one line on stderr, exit status 2, no
 traceback, and nothing written; --help answers before the heavy libraries load and reads well."""
 
+import configparser
 import os
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,19 +62,96 @@ def test_a_mistyped_hub_dataset_is_one_line_naming_where_it_was_looked_for(tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_a_mistyped_local_model_is_not_reported_as_a_hub_problem(image_folder, tmp_path):
+def documented_commands(page: str, program: str) -> list[list[str]]:
+    """The commands of a page's ```bash blocks (and tables' `code`) that start with `program`, as a user copies them:
+    the part of a line after its last `&&` (the Quick start sets up first), without a trailing # comment."""
+    text = (ROOT / page).read_text(encoding="utf-8")
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
+    lines += re.findall(r"^\| `([^`]+)`", text, re.M)
+    commands = [shlex.split(line.split("&&")[-1].split("#")[0]) for line in lines]
+    return [command for command in commands if command[:len(program.split())] == program.split()]
+
+
+def test_the_readmes_training_commands_end_a_mistake_in_one_line_and_exit_status_2(tmp_path):
+    """The Quick start's command and the own-photos one, as printed in README.md, with the issue's typo, and with
+    the photo folder not there: one line each, exit status 2, before anything loads."""
+    commands = documented_commands("README.md", "python train.py")
+    assert [command[2:] for command in commands] == [["--config", "configs/demo.yaml"], ["--dataset", "my_food"]]
+    for command in commands:
+        typo = run_script(*command[1:], "--image-szie", "64")
+        assert one_line_error(typo) == ("unrecognized arguments: --image-szie (did you mean --image-size?) 64 "
+                                        "(`train.py --help` lists the flags)")
+    missing = run_script(str(ROOT / "train.py"), *commands[1][2:], cwd=tmp_path)  # no my_food/ here
+    assert one_line_error(missing) == f"--dataset my_food: no such folder (in {tmp_path})"
+
+
+def test_accelerate_launch_as_training_md_documents_it(tmp_path):
+    """accelerate's launcher keeps its exit status 1 for a failed script; with -q it adds nothing to our line."""
+    command = next(c for c in documented_commands("docs/training.md", "accelerate launch -q") if "train.py" in c)
+    assert command == ["accelerate", "launch", "-q", "--config_file", "accelerate_config.yaml", "train.py", "..."]
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    result = subprocess.run([accelerate, *command[1:-1], "--image-szie", "64"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "error: unrecognized arguments: --image-szie (did you mean --image-size?) 64 (`train.py --help` lists the "
+        "flags)"]
+
+
+HEAVY = ("torch", "timm", "datasets", "huggingface_hub", "gradio")
+
+
+def heavy_imports(result: subprocess.CompletedProcess) -> set[str]:
+    """The heavy libraries a command run with PYTHONPROFILEIMPORTTIME=1 imported (one stderr line per import)."""
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+            if line.startswith("import time:")} & set(HEAVY)
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train.py", "--dataset", "./my_fod"], "--dataset ./my_fod: no such folder (in {cwd}); did you mean ./my_food?"),
+    (["train.py", "--dataset", "my_fod"], "--dataset my_fod: no such folder (in {cwd}); did you mean my_food?"),
+    (["train.py", "--dataset", "~/no-such-food101hf-folder"], "--dataset ~/no-such-food101hf-folder: no such folder"),
+    (["train.py", "--dataset", "photos/2024/my_food"], "--dataset photos/2024/my_food: no such folder (in {cwd})"),
+    (["train.py", "--dataset", "notes.txt"], "--dataset notes.txt: a file, not a folder"),
+    (["polish.py", "--init", "outputs/nonexistent"], "--init outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.predict", "--model", "outputs/nonexistent", "dish.jpg"],
+     "--model outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.predict", "--model", "outputs/dmeo", "dish.jpg"],
+     "--model outputs/dmeo: no such folder (in {cwd}); did you mean outputs/demo?"),
+    (["-m", "food101hf.predict", "--model", "outputs/demo", "dish.jpg", "dsh.jpg"],
+     "dsh.jpg: no such file or folder (in {cwd}); did you mean dish.jpg?"),
+    (["-m", "food101hf.app", "--model", "outputs/nonexistent"],
+     "--model outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.report", "--dataset", "./my_fod", "--audit"],
+     "--dataset ./my_fod: no such folder (in {cwd}); did you mean ./my_food?"),
+    (["-m", "food101hf.hub", "space", "outputs/nonexistent", "me/space"],
+     "outputs/nonexistent: no such folder (in {cwd})"),
+    (["-m", "food101hf.hub", "push", "outputs/dem", "me/demo"],
+     "outputs/dem: no such folder (in {cwd}); did you mean outputs/demo?"),
+])
+def test_a_path_that_does_not_exist_is_said_so_before_the_hub_or_torch(command, message, tmp_path):
+    """A reference with a separator, a leading '.' or '~', or an existing parent (outputs/ here; the working
+    directory for a bare name) is a path: missing, it is said to be missing, in one line, before any heavy import
+    or Hub request, even with the Hub reachable."""
+    (tmp_path / "my_food").mkdir()
+    (tmp_path / "outputs" / "demo").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("not a dataset")
+    (tmp_path / "dish.jpg").write_bytes(b"")
+    script = [str(ROOT / command[0]), *command[1:]] if command[0].endswith(".py") else command
     with HubServer(token="hf_x") as hub:
-        predicted = run_script("-m", "food101hf.predict", "--model", "outputs/nope", str(image_folder),
-                               env=HUB_ENV | {"HF_ENDPOINT": hub.url})
-        polished = run_script("polish.py", "--init", "outputs/nope", "--output-dir", str(tmp_path / "out"),
-                              env=HUB_ENV | {"HF_ENDPOINT": hub.url})
-    expected = (f"outputs/nope: no such folder (in {ROOT}), and no Hub repo outputs/nope at {hub.url} (or it is "
-                f"private and HF_TOKEN cannot see it); pass a local folder written by train.py or polish.py")
-    assert one_line_error(predicted) == expected and one_line_error(polished) == expected
-    assert not (tmp_path / "out").exists()
-    offline = run_script("-m", "food101hf.predict", "--model", "outputs/nope", str(image_folder))
-    assert one_line_error(offline).startswith(f"model outputs/nope (no such folder in {ROOT}, so a Hub repo of "
-                                              f"that name) is not in the local cache")
+        result = run_script(*script, cwd=tmp_path, timeout=120,
+                            env=HUB_ENV | {"HF_ENDPOINT": hub.url, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert one_line_error(result) == message.format(cwd=tmp_path)
+    assert hub.requests == [] and heavy_imports(result) == set()
+
+
+def test_a_hub_id_is_still_looked_for_on_the_hub_and_an_unknown_one_said_so(tmp_path):
+    with HubServer(token="hf_x") as hub:
+        result = run_script("-m", "food101hf.predict", "--model", "me/no-such-model", str(ROOT / "README.md"),
+                            cwd=tmp_path, env=HUB_ENV | {"HF_ENDPOINT": hub.url})
+    assert one_line_error(result) == (
+        f"me/no-such-model: no such folder (in {tmp_path}), and no Hub repo me/no-such-model at {hub.url} (or it is "
+        f"private and HF_TOKEN cannot see it); pass a local folder written by train.py or polish.py")
+    assert hub.requests
 
 
 @pytest.mark.parametrize("command, message", [
@@ -79,15 +160,15 @@ def test_a_mistyped_local_model_is_not_reported_as_a_hub_problem(image_folder, t
      "--model: polish.py takes it from the model it starts from (--init)"),
     (["-m", "food101hf.report", "--dataset", "demo", "--tta", "--top-k", "3"],
      "unrecognized arguments: --top-k 3 (`python -m food101hf.report --help` lists the flags)"),
-    (["-m", "food101hf.report", "--dataset", "demo", "--model", "./outputs/nope", "--output-dir", "R"],
-     f"./outputs/nope: no such folder (in {ROOT}), and not a Hub repo id (org/name)"),
+    (["-m", "food101hf.report", "--dataset", "demo", "--model", "/no/such/model", "--output-dir", "R"],
+     "--model /no/such/model: no such folder"),
     (["-m", "food101hf.predict", "photo.jpg"],
      "the following arguments are required: --model (`python -m food101hf.predict --help` lists the flags)"),
     (["-m", "food101hf.predict", "--model", "m", "--precision", "fp8", "photo.jpg"],
      "argument --precision: invalid choice: 'fp8' (choose from 'auto', 'fp32', 'bf16', 'fp16') "
      "(`python -m food101hf.predict --help` lists the flags)"),
-    (["-m", "food101hf.hub", "push", "nowhere", "org/name"],
-     "nowhere has no model.safetensors: push a folder written by train.py or polish.py"),
+    (["-m", "food101hf.hub", "push", str(ROOT / "docs"), "org/name"],
+     f"{ROOT / 'docs'} has no model.safetensors: push a folder written by train.py or polish.py"),
     # a count that cannot work: refused before torch loads (it printed nothing and exited 0, "all answered")
     *[(["-m", "food101hf.predict", "--model", "m", flag, value, "photo.jpg"],
        f"argument {flag}: must be a positive integer, got '{value}' (`python -m food101hf.predict --help` lists "
@@ -112,16 +193,31 @@ def test_every_entry_point_ends_a_flag_error_in_one_line(command, message, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def console_script(name: str) -> str:
+    """What pip's generated `name` script runs, from setup.cfg's console_scripts: 'module:function'."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    scripts = dict(line.split(" = ") for line in config["options.entry_points"]["console_scripts"].split("\n") if line)
+    return scripts[name]
+
+
 @pytest.mark.parametrize("command", [["train.py"], ["polish.py"], ["-m", "food101hf.report"],
-                                     ["-m", "food101hf.predict"], ["-m", "food101hf.hub"]])
+                                     ["-m", "food101hf.predict"], ["-m", "food101hf.hub"], ["-m", "food101hf.app"],
+                                     ["-m", "food101hf.demo"], ["food101hf-predict"]])
 def test_help_parses_before_torch_and_lists_each_flag_once_with_its_default(command):
-    probe = ("import runpy, sys; sys.argv = [{0!r}, '--help']\n"
-             "try:\n    runpy.{1}({0!r}, run_name='__main__')\n"
+    """Each entry point answers --help without the libraries that take seconds to import (torch, timm, datasets,
+    huggingface_hub, gradio; numpy and psutil too), so it answers in well under a second."""
+    if command[0] == "food101hf-predict":  # as pip's script: import the module, call the function
+        module, function = console_script(command[0]).split(":")
+        run = f"import importlib; importlib.import_module({module!r}).{function}()"
+    else:
+        target, how = (command[0], "run_path") if command[0] != "-m" else (command[1], "run_module")
+        run = f"import runpy; runpy.{how}({target!r}, run_name='__main__')"
+    probe = (f"import sys; sys.argv = [{command[-1]!r}, '--help']\n"
+             f"try:\n    {run}\n"
              "except SystemExit as e:\n    assert e.code == 0\n"
-             "print('heavy:', sorted(m for m in ('torch', 'timm', 'datasets', 'huggingface_hub') if m in sys.modules))")
-    target, how = (command[0], "run_path") if command[0] != "-m" else (command[1], "run_module")
-    result = subprocess.run([sys.executable, "-c", probe.format(target, how)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+             f"print('heavy:', sorted(m for m in {HEAVY + ('numpy', 'psutil')!r} if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("heavy: []")
     text = result.stdout
@@ -171,15 +267,20 @@ def test_a_failed_model_start_leaves_no_config_behind(image_folder, tmp_path):
     assert not out.exists()
 
 
-def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path):
+def test_next_steps_say_what_was_made_and_that_the_demo_is_synthetic(tmp_path, monkeypatch):
     from food101hf.runs import next_steps
     from food101hf.config import PolishConfig, TrainConfig
 
+    monkeypatch.setattr(sys, "argv", ["train.py", "--config", "configs/demo.yaml"])  # as the README starts it
+
     out = tmp_path / "demo run"
-    text = next_steps(out, TrainConfig(dataset="demo"), str(tmp_path / "v" / "crème brûlée" / "1.jpg"))
+    text = next_steps(out, TrainConfig(dataset="demo", image_size=64, batch_size=32, num_workers=1),
+                      str(tmp_path / "v" / "crème brûlée" / "1.jpg"))
     assert f"python -m food101hf.predict --model '{out}' '{tmp_path}/v/crème brûlée/1.jpg'" in text  # pastes as is
-    assert f"accelerate launch polish.py --init '{out}' --output-dir '{out}-224'" in text
-    assert "report/report.md" in text and "metrics.json" in text
+    # as this process was started (python), at 64 x 224/192 -> 80 px, with the run's batch size (polish's is 128)
+    assert f"python polish.py --init '{out}' --batch-size 32   # FixRes: fine-tune briefly at 80 px (64 px x " \
+           f"224/192) into {out}-80" in text
+    assert "report/report.md" in text and "metrics.json" in text and "Warning" not in text
     assert "Note: the demo dataset is synthetic" in text
     polished = next_steps(out, PolishConfig(init="x", dataset="ethz/food101", push_to_hub="me/m", report=False), None)
     assert f"python -m food101hf.predict --model '{out}' YOUR_PHOTO.jpg" in polished

@@ -1,16 +1,36 @@
+import dataclasses
+
 import pytest
 import yaml
 
-from food101hf.config import PolishConfig, TrainConfig, parse_config
+from food101hf.config import PolishConfig, TrainConfig, parse_config, polish_size
 from food101hf.errors import ConfigError, UsageError
 from food101hf.outputs import read_recipes, recorded_dataset, save_config
 
 
 def test_defaults_are_the_food101_recipe():
     cfg = parse_config(TrainConfig, [])
-    assert cfg == TrainConfig()
+    assert cfg == dataclasses.replace(TrainConfig(), output_dir="outputs/food101")
     assert (cfg.dataset, cfg.model, cfg.image_size) == ("ethz/food101", "resnet18.a1_in1k", 192)
     assert cfg.freeze_modules() == ["conv1", "bn1", "layer1"]
+
+
+def test_the_output_folder_is_named_after_the_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos" / "my_food").mkdir(parents=True)
+    assert parse_config(TrainConfig, ["--dataset", "demo"]).output_dir == "outputs/demo"
+    assert parse_config(TrainConfig, ["--dataset", "photos/my_food/"]).output_dir == "outputs/my_food"
+    assert parse_config(TrainConfig, ["--dataset", "someone/thai_food"]).output_dir == "outputs/thai_food"
+    assert parse_config(TrainConfig, ["--dataset", "demo", "--output-dir", "runs/x"]).output_dir == "runs/x"
+
+
+def test_polish_raises_the_trained_size_by_fixres_ratio_to_a_multiple_of_16():
+    assert [polish_size(size) for size in (32, 64, 128, 160, 192, 224, 256)] == [48, 80, 144, 192, 224, 256, 304]
+    cfg = parse_config(PolishConfig, ["--init", "org/run"])
+    assert (cfg.image_size, cfg.output_dir) == (None, None)  # both follow the init: `resolved`
+    assert (cfg.resolved(192).image_size, cfg.resolved(192).output_dir) == (224, "outputs/run-224")
+    chosen = parse_config(PolishConfig, ["--init", "org/run", "--image-size", "288", "--output-dir", "x"])
+    assert (chosen.resolved(192).image_size, chosen.resolved(192).output_dir) == (288, "x")
 
 
 def test_flags_override_yaml_which_overrides_defaults(tmp_path):
@@ -75,7 +95,7 @@ def test_settings_that_cannot_work_are_refused_naming_the_flag(argv, message):
 
 def test_odd_batch_is_fine_without_mixup_and_polish_allows_0_epochs():
     assert parse_config(TrainConfig, ["--batch-size", "9", "--mixup", "0", "--cutmix", "0"]).batch_size == 9
-    assert parse_config(PolishConfig, ["--init", "x", "--epochs", "0"]).epochs == 0
+    assert parse_config(PolishConfig, ["--init", "org/model", "--epochs", "0"]).epochs == 0
     with pytest.raises(ConfigError, match="^--init is required: a folder written by train.py or polish.py"):
         parse_config(PolishConfig, [])
 
@@ -140,9 +160,9 @@ def test_saved_config_reloads_and_records_versions_without_secrets(tmp_path, mon
 
 
 def test_polish_config_shares_the_mechanism_with_polish_defaults(tmp_path):
-    cfg = parse_config(PolishConfig, ["--init", "outputs/run", "--epochs", "0", "--no-bn-reestimate"])
-    assert (cfg.init, cfg.epochs, cfg.bn_reestimate, cfg.dataset) == ("outputs/run", 0, False, None)
-    assert (cfg.image_size, cfg.lr, cfg.mixup, cfg.cutmix) == (224, 1e-4, 0.0, 0.0)
+    cfg = parse_config(PolishConfig, ["--init", "org/run", "--epochs", "0", "--no-bn-reestimate"])
+    assert (cfg.init, cfg.epochs, cfg.bn_reestimate, cfg.dataset) == ("org/run", 0, False, None)
+    assert (cfg.resolved(192).image_size, cfg.lr, cfg.mixup, cfg.cutmix) == (224, 1e-4, 0.0, 0.0)
     assert cfg.freeze == TrainConfig.freeze and cfg.smoothing == TrainConfig.smoothing  # the rest: train.py's
     path = tmp_path / "train_config.yaml"
     save_config(cfg, path)

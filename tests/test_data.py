@@ -99,7 +99,7 @@ def test_single_class_and_missing_folder_are_clear_errors(tmp_path):
     write_image_folder(tmp_path / "one" / "train", ["pizza"], 3)
     with pytest.raises(DatasetError, match="at least 2"):
         load_splits(TrainConfig(dataset=str(tmp_path / "one")))
-    with pytest.raises(DatasetError, match="nope: no such folder .in .*, and not a Hub dataset id"):
+    with pytest.raises(DatasetError, match="nope: no such folder$"):
         load_splits(TrainConfig(dataset=str(tmp_path / "nope")))
 
 

@@ -101,7 +101,8 @@ def test_evaluate_model_counts_every_image_once(accelerator):
     metrics = evaluate_model(accelerator, Fixed(), loader)
     assert metrics["num_eval_samples"] == 7
     assert metrics["top1"] == pytest.approx(6 / 7)
-    assert metrics["top5"] == 1.0  # 3 classes: top-k is capped at the class count
+    assert metrics["top1_ci95"] == pytest.approx([0.4869, 0.9743], abs=5e-5)  # Wilson, 6 of 7
+    assert "top5" not in metrics  # 3 classes: a top-5 would be 100% whatever the model learned
 
 
 def test_mixed_precision_auto_respects_the_launcher(monkeypatch):

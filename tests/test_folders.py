@@ -177,6 +177,20 @@ def test_hidden_files_and_folders_are_skipped_by_training_audit_and_predict(tmp_
     assert expand([str(apple_double)]) == [apple_double]  # named on the command line: still read
 
 
+def test_a_hidden_file_in_the_root_is_skipped_without_a_line(tmp_path, caplog):
+    """.DS_Store, .gitattributes or the demo's own .complete marker beside the splits are never data: the log
+    does not name them (every demo run said `ignored 1 hidden file or folder: .complete`)."""
+    write_image_folder(tmp_path / "d" / "train", CLASSES, 4)
+    write_image_folder(tmp_path / "d" / "validation", CLASSES, 1, seed=1)
+    for name in (".complete", ".DS_Store"):
+        (tmp_path / "d" / name).write_text("{}")
+    (tmp_path / "d" / "train" / "pizza" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    with caplog.at_level(logging.INFO):
+        splits_of(tmp_path / "d")
+    assert "ignored 1 hidden file or folder: train/pizza/._0.jpg" in caplog.text
+    assert ".complete" not in caplog.text and ".DS_Store" not in caplog.text
+
+
 # 7. An extreme aspect ratio is a bad file: named, skipped, counted (and the resize is bounded: test_data).
 def test_an_extreme_aspect_ratio_image_is_named_and_skipped(tmp_path):
     write_image_folder(tmp_path / "d" / "train", CLASSES, 4)

@@ -1,12 +1,13 @@
 """The error analysis's pictures (food101hf.plots): readable at 101 classes, captions that fit."""
 
 import numpy as np
+import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from conftest import FOOD101
 from food101hf.analysis import confusion_matrix
-from food101hf.plots import caption, mistakes_figure, plot_confusion
+from food101hf.plots import caption, confusion_figure, mistakes_figure, plot_confusion
 
 
 def test_confusion_matrix_of_101_classes_is_large_enough_to_read(tmp_path):
@@ -37,3 +38,17 @@ def test_confident_mistakes_captions_fit_their_tiles_with_food101s_longest_names
         assert not any(box.overlaps(tile) for j, tile in enumerate(tiles) if j != i), "caption over another image"
     assert caption("lobster_roll_sandwich", "strawberry_shortcake", 0.97) == (
         "true: lobster roll sandwich\npredicted: strawberry\nshortcake (97%)")
+
+
+@pytest.mark.parametrize("confusion, ticks", [
+    ([[18, 2, 0], [1, 19, 0], [0, 0, 20]], ["5%", "10%", "20%", "50%", "100%"]),  # the demo's 20 a class: from 2.5%
+    ([[1, 1, 0], [0, 2, 0], [0, 1, 1]], ["50%", "100%"]),  # 2 a class: from 25%, where 6×10⁻¹ was printed
+])
+def test_both_pictures_spell_class_names_alike_and_the_colour_bar_reads_in_percent(confusion, ticks):
+    fig = confusion_figure(np.array(confusion), ["apple_pie", "chocolate_cake", "waffles"], "t")
+    FigureCanvasAgg(fig).draw()
+    matrix, colour_bar = fig.axes
+    assert sorted(t.get_text() for t in matrix.get_xticklabels()) == ["apple pie", "chocolate cake", "waffles"]
+    assert [t.get_text() for t in colour_bar.get_yticklabels() if t.get_text()] == ticks
+    assert not [t.get_text() for t in colour_bar.get_yticklabels(minor=True) if t.get_text()]
+    assert caption("apple_pie", "chocolate_cake", 0.5).startswith("true: apple pie\npredicted: chocolate cake")

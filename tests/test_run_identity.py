@@ -87,15 +87,17 @@ def test_a_relative_local_dataset_stays_local_from_another_directory(image_folde
     assert command[5].startswith(str(photos / "food" / "validation"))
     answered = run_script(*command[1:])
     assert answered.returncode == 0 and json.loads(answered.stdout)["file"] == command[5]
-    assert f"accelerate launch polish.py --init {out} --output-dir {out}-224" in trained.stdout
-
-    # polish.py from another directory (the repo root) reads the recorded folder, not a Hub id
-    polished = run_script("polish.py", "--init", str(out), "--epochs", "0", "--image-size", "48", "--batch-size",
-                          "4", "--num-workers", "0", "--bn-batches", "1", "--output-dir", str(tmp_path / "p"))
+    # ... and so does its polish command (started as this run was, with its batch size, at 32 x 224/192 -> 48 px),
+    # run as pasted from another directory (the repo root): it reads the recorded folder, not a Hub id
+    polish = next(line for line in trained.stdout.splitlines() if "polish.py" in line)
+    command = shlex.split(polish.split("#")[0])
+    assert command == ["python", str(ROOT / "polish.py"), "--init", str(out), "--batch-size", "4"], polish
+    polished = run_script(*command[1:])
     assert polished.returncode == 0, polished.stderr
     for recipe in ("train_config.yaml", "base_config.yaml"):
-        assert yaml.safe_load((tmp_path / "p" / recipe).read_text())["dataset"] == {"path": "../photos/food"}
-    assert "datasets:" not in (tmp_path / "p" / "README.md").read_text()
+        assert yaml.safe_load((tmp_path / "run-48" / recipe).read_text())["dataset"] == {"path": "../photos/food"}
+    assert json.loads((tmp_path / "run-48" / "metrics.json").read_text())["image_size"] == 48
+    assert "datasets:" not in (tmp_path / "run-48" / "README.md").read_text()
 
 
 def test_the_noise_a_person_does_not_read_is_gone(trained):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from food101hf.runtime import keep_freed_memory, resolve_threads, usable_cores
+from food101hf.runtime import LAUNCHER_MARKERS, keep_freed_memory, launcher_command, resolve_threads, usable_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,10 +87,21 @@ def test_a_plain_python_process_uses_every_usable_core_unless_the_user_says_othe
     assert threads_of(sys.executable, str(thread_script), OMP_NUM_THREADS="1") == [1]  # the user's choice
 
 
+def output_of(*command: str) -> str:
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+NEXT_STEP = "import food101hf\nfrom food101hf.runtime import launcher_command\nprint(launcher_command('polish.py'))\n"
+
+
 @pytest.mark.slow
-def test_accelerate_launch_with_the_shipped_config_no_longer_computes_on_one_core(thread_script):
+def test_accelerate_launch_with_the_shipped_config_no_longer_computes_on_one_core(thread_script, tmp_path):
     # the shipped config has use_cpu: false, so accelerate exports OMP_NUM_THREADS=1 to the script
     assert threads_of(*launch(str(thread_script))) == [usable_cores()]
+    # the next steps a run prints start polish.py with the same launcher and config
+    (tmp_path / "next.py").write_text(NEXT_STEP)
+    assert output_of(*launch(str(tmp_path / "next.py"))).strip() == (
+        f"accelerate launch --config_file {ROOT / 'accelerate_config.yaml'} {tmp_path / 'polish.py'}")
     # ... while what the user gives the launcher still wins, as an environment variable or as its flag
     assert threads_of(*launch(str(thread_script)), OMP_NUM_THREADS="1") == [1]
     assert threads_of(*launch("--num_cpu_threads_per_process", "1", str(thread_script))) == [1]
@@ -101,6 +112,37 @@ def test_torchrun_processes_share_the_cores(thread_script):
     torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", str(thread_script)]
     assert threads_of(*torchrun) == [max(1, usable_cores() // 2)] * 2  # torchrun's default would be 1 each
     assert threads_of(*torchrun, OMP_NUM_THREADS="1") == [1, 1]
+    (thread_script.parent / "next.py").write_text(NEXT_STEP)
+    assert output_of(*torchrun[:-1], str(thread_script.parent / "next.py")).splitlines() == [
+        f"torchrun --nproc_per_node 2 {thread_script.parent / 'polish.py'}"] * 2
+
+
+@pytest.mark.parametrize("launcher_args, expected", [
+    (None, "python polish.py"),  # no launcher
+    (["/venv/bin/python3", "/venv/bin/accelerate", "launch", "--config_file", "my config.yaml", "train.py", "--config",
+      "configs/demo.yaml"], "accelerate launch --config_file 'my config.yaml' polish.py"),
+    (["/venv/bin/python3", "/venv/bin/torchrun", "--nproc_per_node", "2", "train.py"],
+     "torchrun --nproc_per_node 2 polish.py"),
+    (["/usr/bin/python3.11", "-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py"],
+     "python -m torch.distributed.run --nproc_per_node 2 polish.py"),
+])
+def test_the_next_step_starts_polish_as_this_run_was_started(launcher_args, expected, monkeypatch):
+    for marker in LAUNCHER_MARKERS:
+        monkeypatch.delenv(marker, raising=False)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--config", "configs/demo.yaml"])
+    assert launcher_command("polish.py", launcher_args) == expected
+
+
+def test_a_launcher_default_that_equals_the_share_is_not_said_to_be_overridden():
+    """accelerate launch without a config on a CPU exports OMP_NUM_THREADS = the physical cores: the log said
+    `accelerate launch's default OMP_NUM_THREADS=2 overridden` (2 by 2)."""
+    launcher = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], env={})
+    try:
+        threads = resolve_threads({"OMP_NUM_THREADS": str(usable_cores()), "ACCELERATE_DYNAMO_BACKEND": "NO"},
+                                  parent_pid=launcher.pid)
+    finally:
+        launcher.kill()
+    assert threads.count == usable_cores() and "overridden" not in threads.reason and not threads.launcher_default
 
 
 def test_a_launcher_value_is_kept_when_the_launcher_cannot_be_inspected():
