@@ -9,11 +9,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +23,7 @@ from huggingface_hub import constants
 from .config import TrainConfig
 from .demo import default_demo_dir, make_demo
 from .errors import ConfigError, DatasetError
-from .folders import load_folder, split_role
+from .folders import content_fingerprint, load_folder, split_role
 from .hub_access import hub_errors, is_repo_id, missing_folder
 from .hub_dataset import Layout, check_labels, labels_withheld, load_hub_dataset
 from .images import check_image
@@ -61,27 +58,6 @@ class Splits:
         return {name: {"images": len(split), "content": split._fingerprint if self.root is None else
                        content_fingerprint(split, self.root, name), "fingerprint": split._fingerprint}
                 for name, split in (("train", self.train), ("eval", self.eval))}
-
-
-def _file_digest(example: dict) -> dict:
-    image = example["image"]
-    data = image["bytes"] if image["bytes"] is not None else Path(image["path"]).read_bytes()
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def content_fingerprint(dataset: Dataset, root: Path, split: str) -> str:
-    """SHA-256 over each row of a local folder's split, in order: the image's path relative to `root` (NFC, '/'),
-    its class, and its file's size and SHA-256. The file hashes are a `datasets` map, cached under the split's
-    own fingerprint (absolute paths, modification times): a run at the same place reads nothing, a moved or
-    re-staged folder is read once (~1 GB/s, beside the bad-file check's decode of every image)."""
-    raw = dataset.cast_column("image", ImageFeature(decode=False))
-    digests = raw.map(_file_digest, remove_columns=raw.column_names, desc=f"hashing {split} files")
-    names = dataset.features["label"].names
-    content = hashlib.sha256()
-    for image, label, size, digest in zip(raw["image"], raw["label"], digests["size"], digests["sha256"]):
-        path = unicodedata.normalize("NFC", Path(os.path.relpath(image["path"], root)).as_posix())
-        content.update(f"{path}\0{names[label]}\0{size}\0{digest}\n".encode())
-    return content.hexdigest()
 
 
 def images_per_class(dataset: Dataset, num_classes: int) -> list[int]:
