@@ -75,6 +75,8 @@ def describe_classes(splits: Splits, listed: int = 20) -> str:
     if len(names) <= listed:
         return f"{len(names)} classes, train/eval images: " + ", ".join(
             f"{name} {t}/{e}" for name, t, e in zip(names, train, evaluation))
+    if len(set(train)) == len(set(evaluation)) == 1:
+        return f"{len(names)} classes, {train[0]} train and {evaluation[0]} eval images each"
     smallest = min(range(len(names)), key=lambda i: (train[i], evaluation[i]))
     return (f"{len(names)} classes, {min(train)}-{max(train)} train and {min(evaluation)}-{max(evaluation)} eval "
             f"images each (fewest: {names[smallest]}, {train[smallest]}/{evaluation[smallest]})")

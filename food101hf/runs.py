@@ -30,9 +30,9 @@ from .storage import check_output_dir, room_warning
 
 logger = logging.getLogger(__name__)
 # the settings that decide a run's data and batches: the printed polish step repeats those this run changed, so that
-# it runs where this run ran and evaluates on the same images
-SAME_DATA = ("batch_size", "seed", "val_fraction", "image_column", "label_column", "max_train_samples",
-             "max_eval_samples")
+# it runs where this run ran and evaluates on the same images (polish.py reads the dataset, its config, columns and
+# --val-fraction from the init itself: `outputs.reuse_layout`)
+SAME_DATA = ("batch_size", "seed", "max_train_samples", "max_eval_samples")
 
 
 def start_run(cfg: TrainConfig) -> tuple[Accelerator, Threads]:

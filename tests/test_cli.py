@@ -178,11 +178,11 @@ def test_a_hub_id_is_still_looked_for_on_the_hub_and_an_unknown_one_said_so(tmp_
      "argument --batch-size: must be a positive integer, got '0' (`python -m food101hf.report --help` lists the "
      "flags)"),
     # a device that is not a device name, or not on this machine: said before the model loads (were tracebacks)
-    (["-m", "food101hf.predict", "--model", "m", "--device", "gpu", "photo.jpg"],
+    (["-m", "food101hf.predict", "--model", "org/m", "--device", "gpu", "README.md"],
      "device 'gpu' is not a torch device name (e.g. cpu, cuda, cuda:1, mps); devices here: cpu"),
-    (["-m", "food101hf.predict", "--model", "m", "--device", "cuda:99", "photo.jpg"],
+    (["-m", "food101hf.predict", "--model", "org/m", "--device", "cuda:99", "README.md"],
      "device 'cuda:99' is not present on this machine; devices here: cpu"),
-    (["-m", "food101hf.predict", "--model", "m", "--device", "cuda", "photo.jpg"],
+    (["-m", "food101hf.predict", "--model", "org/m", "--device", "cuda", "README.md"],
      "device 'cuda' is not present on this machine; devices here: cpu"),
 ])
 def test_every_entry_point_ends_a_flag_error_in_one_line(command, message, tmp_path):

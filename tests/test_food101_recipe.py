@@ -78,7 +78,8 @@ def test_the_readme_food101_command_runs_small_through_the_hubs_real_layout(tmp_
         assert trained.returncode == 0, trained.stderr
         # the preset's 2 warmup epochs in a 1-epoch run: capped, and said
         assert "the warmup of 2 epochs (from the preset) is not shorter than the 1-epoch run" in trained.stderr
-        assert "ethz/food101: 202 train / 101 eval images (validation), 101 classes" in trained.stderr
+        assert "ethz/food101: 202 train / 101 eval images (validation)\n" in trained.stderr
+        assert "101 classes, 2 train and 1 eval images each\n" in trained.stderr
         requested = {path for _, path, _ in hub.requests}
         assert "/timm/resnet18.a1_in1k/resolve/main/model.safetensors" in requested
         assert "/datasets/ethz/food101/resolve/main/README.md" in requested
