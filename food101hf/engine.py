@@ -22,7 +22,7 @@ from .checkpoint import Progress, find_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .device_data import device_batches
 from .errors import DivergedError
-from .metrics import TOPK_ACCURACY, describe_scores, top_k_cuts, wilson_interval
+from .metrics import describe_scores, load_topk_accuracy, top_k_cuts, wilson_interval
 from .model import nonfinite_tensors
 from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
@@ -167,9 +167,7 @@ def score_logits(batches) -> dict:
     """Over (logits N x C, labels N) batches: top-1 with its Wilson 95% interval (`top1_ci95`, [low, high]),
     top-5 only for more than 5 classes (`metrics.top_k_cuts`), both fractions through the shipped `evaluate`
     module; the mean cross-entropy and the image count."""
-    import evaluate  # ~1 s of imports, only once there is something to score
-
-    metric = evaluate.load(TOPK_ACCURACY, keep_in_memory=True)
+    metric = load_topk_accuracy()
     loss_sum, count, num_classes = 0.0, 0, 0
     for logits, labels in batches:
         metric.add_batch(predictions=ranked_predictions(logits).cpu().tolist(), references=labels.cpu().tolist())
