@@ -90,6 +90,7 @@ def test_dataloader_workers_leave_stop_signals_to_the_main_process_but_obey_its_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("checkpointed")  # conftest.trained(*CHECKPOINTED): one run on one worker
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_a_signal_mid_epoch_checkpoints_that_update_exits_75_and_resumes_bitwise_identically(
         trained, tmp_path, signum):

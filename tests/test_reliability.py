@@ -16,6 +16,7 @@ pytestmark = pytest.mark.slow
 FAKE_TOKEN = "hf_fakeTokenThatMustNeverBeWritten"
 
 
+@pytest.mark.xdist_group("checkpointed")  # conftest.trained(*CHECKPOINTED): one run on one worker
 @pytest.mark.parametrize("data_path", [[], ["--decode-on-device"]], ids=["cpu-workers", "decode-on-device"])
 def test_a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights_and_metrics(data_path, trained, tmp_path):
     # 24 images / batch 4 = 6 updates an epoch; the first checkpoint (update 2) falls mid-epoch

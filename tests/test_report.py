@@ -76,6 +76,7 @@ def test_report_files_pictures_and_card_section(accelerator, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("from_scratch")  # conftest.trained(*FROM_SCRATCH): one run on one worker
 def test_report_and_audit_commands_on_a_trained_model(trained, tmp_path):
     run = trained(*FROM_SCRATCH)  # the session's shared run: read only (the report is written to its own folder)
     model, image_folder = run.out, str(run.dataset)

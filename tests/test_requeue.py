@@ -111,6 +111,7 @@ def scontrol_calls(tmp_path: Path) -> list[str]:
     return calls.read_text().splitlines() if calls.exists() else []
 
 
+@pytest.mark.xdist_group("checkpointed")  # conftest.trained(*CHECKPOINTED): one run on one worker
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher, status", [("python", 75), ("torchrun", 1)])
 def test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninterrupted, tmp_path, launcher, status):
@@ -135,6 +136,7 @@ def test_the_slurm_script_stops_requeues_and_resumes_bitwise_identically(uninter
     assert digest(out / "model.safetensors") == digest(uninterrupted[launcher] / "model.safetensors")
 
 
+@pytest.mark.xdist_group("checkpointed")  # conftest.trained(*CHECKPOINTED): one run on one worker
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher, status", [("python", 75), ("torchrun", 1)])
 def test_the_slurm_script_waits_for_the_checkpoint_on_scancel_and_does_not_requeue(uninterrupted, tmp_path, launcher,
@@ -174,6 +176,7 @@ def _ancestors(pid: int) -> list[str]:
     return chain
 
 
+@pytest.mark.xdist_group("checkpointed")  # conftest.trained(*CHECKPOINTED): one run on one worker
 @pytest.mark.slow
 def test_two_processes_stop_at_the_same_update_when_only_one_is_signalled(uninterrupted, tmp_path):
     out, log = tmp_path / "run", tmp_path / "run.log"

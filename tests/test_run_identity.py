@@ -100,6 +100,7 @@ def test_a_relative_local_dataset_stays_local_from_another_directory(image_folde
     assert "datasets:" not in (tmp_path / "run-48" / "README.md").read_text()
 
 
+@pytest.mark.xdist_group("from_scratch")  # conftest.trained(*FROM_SCRATCH): one run on one worker
 def test_the_noise_a_person_does_not_read_is_gone(trained):
     result = trained(*FROM_SCRATCH).result
     assert "[RANK 0]" not in result.stderr and "Downloading data" not in result.stderr

@@ -13,6 +13,7 @@ from conftest import CLASSES, FROM_SCRATCH, TINY, run_script
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.xdist_group("from_scratch")  # conftest.trained(*FROM_SCRATCH): one run on one worker
 def test_any_local_folder_trains_from_scratch_and_exports_a_timm_model(trained):
     run = trained(*FROM_SCRATCH)
     out, result = run.out, run.result
@@ -56,6 +57,7 @@ def test_default_freeze_mixup_accumulation_and_loader_workers_run_and_end_cleanl
     assert "Traceback" not in result.stderr and "exited unexpectedly" not in result.stderr, result.stderr
 
 
+@pytest.mark.xdist_group("from_scratch")  # conftest.trained(*FROM_SCRATCH): one run on one worker
 def test_load_trained_reads_an_output_folder_and_refuses_others(trained, tmp_path):
     from food101hf.model import load_trained
 
