@@ -26,12 +26,16 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import torch
 import torch.distributed as dist
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 PREEMPTED_EXIT = os.EX_TEMPFAIL  # 75
+# the first signal again within this many seconds is a forwarded copy, not a second request (StopOnSignal): scancel's
+# SIGTERM and the batch script's forwarded one arrived 2 s apart on a busy 2-core machine
+REPEAT_SECONDS = 5.0
 logger = logging.getLogger(__name__)  # every process says where it stopped (cli.setup_logging)
 
 
@@ -82,14 +86,17 @@ class StopOnSignal:
                     raise stop.preempted(where, update)
 
     A signal while a checkpoint is written inside `saving()`, once one was received, raises SaveAborted (exit at
-    once, 128+signal). Before that, repeats are ignored: launchers forward the signal they receive, so a process
-    often gets the same one twice within milliseconds (Ctrl-C under torchrun: from the terminal and from torchrun).
+    once, 128+signal), unless it is the first signal again within REPEAT_SECONDS: launchers and batch scripts
+    forward the signal they receive, so a process often gets the same one twice (Ctrl-C under torchrun: from the
+    terminal and from torchrun; scancel: from SLURM and from the script's trap), within milliseconds on a quiet
+    machine and seconds on a busy one. Before `saving()`, repeats are ignored.
     Call `requested()` the same number of times on every process.
     """
 
     def __init__(self, accelerator):
         self.accelerator = accelerator
         self.signum: int | None = None  # the first signal this process received
+        self._received_at = 0.0  # when (time.monotonic)
         self.agreed: int | None = None  # the signal every process has agreed to stop on
         self._pid = os.getpid()
         self._saving = False
@@ -116,10 +123,11 @@ class StopOnSignal:
         if os.getpid() != self._pid:  # a forked DataLoader worker that inherited the handler: not ours to act on
             return
         if self.signum is not None:
-            if self._saving:
+            copy = signum == self.signum and time.monotonic() - self._received_at < REPEAT_SECONDS
+            if self._saving and not copy:
                 raise SaveAborted(signum)
             return
-        self.signum = signum
+        self.signum, self._received_at = signum, time.monotonic()
         # a signal handler must not take the logging lock the interrupted code may hold: write directly
         os.write(2, f"received {signal.Signals(signum).name}: stopping after this optimizer update, with a "
                     f"checkpoint (another signal while it is written abandons it)\n".encode())

@@ -16,7 +16,8 @@ from conftest import CHECKPOINTED, comparable, digest, run_script, start_script,
 from food101hf.checkpoint import (LATEST, Progress, checkpoint_root, complete_checkpoints, run_signature,
                                   save_checkpoint)
 from food101hf.config import TrainConfig
-from food101hf.preemption import PREEMPTED_EXIT, SaveAborted, StopOnSignal
+from food101hf import preemption
+from food101hf.preemption import PREEMPTED_EXIT, REPEAT_SECONDS, SaveAborted, StopOnSignal
 
 SIGNATURE = run_signature(TrainConfig(), ["a", "b"], 1, {"train": {"images": 8, "fingerprint": "t"}})
 
@@ -44,7 +45,20 @@ def test_a_repeated_signal_is_ignored_until_a_checkpoint_is_written_then_exits_w
     assert aborted.value.code == 128 + signal.SIGTERM
 
 
+def test_the_same_signal_delivered_twice_does_not_abandon_the_checkpoint_it_asked_for(accelerator):
+    """scancel signals every process of the job, and the batch script's trap forwards the same SIGTERM to train.py:
+    on a busy machine the copy arrived 2 s later, while the checkpoint was being written, and abandoned it (exit 143
+    instead of 75). A repeat of the same signal within REPEAT_SECONDS is the same request."""
+    with StopOnSignal(accelerator) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested()
+        with stop.saving():
+            os.kill(os.getpid(), signal.SIGTERM)  # the forwarded copy, while saving: no SaveAborted
+    assert REPEAT_SECONDS >= 2
+
+
 def test_a_second_signal_while_saving_leaves_the_previous_checkpoint_intact(checkpointable, tmp_path, monkeypatch):
+    monkeypatch.setattr(preemption, "REPEAT_SECONDS", 0)  # a second SIGTERM, later than a forwarded copy would come
     accelerator, _ = checkpointable
     first = save_checkpoint(accelerator, tmp_path, Progress(SIGNATURE, num_updates=3), keep=2)
     real_save_state = accelerator.save_state
