@@ -4,7 +4,8 @@
     python -m food101hf.app --model org/name [--share] [--server-port 7860] [--server-name 0.0.0.0]
 
 The page shows the model's reported results (metrics.json: top-1/top-5, split, resolution) and its dataset, and
-example photos when that dataset is on this machine (the generated demo, or the local folder it was trained on).
+example photos when that dataset is on this machine (the generated demo, the local folder it was trained on, or a
+Hub dataset in the datasets cache).
 A file that is not a readable image gets a message in the page, not a stack trace. A Hub Space runs the same app
 (`python -m food101hf.hub space`).
 """
@@ -19,6 +20,8 @@ if __name__ == "__main__":  # answer --help and refuse bad flags before gradio a
 
 import functools
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -68,10 +71,11 @@ def classify(predictor: Predictor, upload: dict | None) -> tuple[dict | None, st
 
 def build_demo(model: str | Path, examples: list[str] | None = None, predictor: Predictor | None = None) -> gr.Blocks:
     """The page for `model` (a folder or a Hub repo id). `examples`: image paths to offer; by default those of
-    `example_images`."""
+    `outputs.example_images`."""
     folder = trained_folder(model)
     predictor = predictor or Predictor(folder)
-    examples = example_images(folder) if examples is None else examples
+    if examples is None:  # a Hub dataset's are written to a folder of this process's
+        examples = example_images(folder, Path(tempfile.gettempdir()) / f"food101hf-examples-{os.getpid()}")
 
     with gr.Blocks(title=f"food101hf: {Path(str(model)).name}") as demo:
         gr.Markdown(f"# What dish is this?\nModel `{model}`: {len(predictor.labels)} classes, served at "

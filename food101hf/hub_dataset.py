@@ -30,6 +30,7 @@ import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, Value, get_dataset_config_names, load_dataset
 from datasets import Image as ImageFeature
@@ -38,6 +39,7 @@ from datasets import load_dataset_builder
 
 from .errors import DatasetError
 from .folders import split_names, split_role
+from .images import open_image, read_encoded
 
 LABEL_COLUMN_NAMES = ("label", "labels", "target", "fine_label", "class")  # as transformers/AutoTrain users name it
 WITHHELD = -1  # datasets' ClassLabel value for "no label"
@@ -253,8 +255,11 @@ def load_hub_dataset(dataset: str, config: str | None, image_column: str | None,
 
 def is_cached(dataset: str, config: str | None) -> bool:
     """Whether this machine's datasets cache already holds the dataset (the check `load_dataset` makes before it
-    downloads), so that reading it costs no download."""
-    builder = load_dataset_builder(dataset, config)
+    downloads), so that reading it costs no download. False when the Hub cannot be asked and nothing is cached."""
+    try:
+        builder = load_dataset_builder(dataset, config)
+    except ConnectionError:  # offline or unreachable, with nothing of the dataset in the cache
+        return False
     return os.path.exists(os.path.join(builder.cache_dir, datasets_config.DATASET_INFO_FILENAME))
 
 
@@ -268,3 +273,28 @@ def first_of_each_class(dataset: Dataset, limit: int) -> list[tuple[str, dict]]:
     raw = dataset.cast_column("image", ImageFeature(decode=False))
     names = dataset.features["label"].names
     return [(names[label], raw[row]["image"]) for label, row in sorted(first.items())]
+
+
+def cached_examples(recipe: dict, split: str | None, target: Path, limit: int) -> list[Path]:
+    """For a model trained on a Hub dataset: one image per class (up to `limit` classes) of `split`, the one it was
+    evaluated on, written into `target` as CLASS.EXT, the dataset read as its run read it (`recipe`, its
+    train_config.yaml: config, columns), for the app's and a Space's examples. Only from this machine's datasets
+    cache: none, and a log line saying why, when the dataset is not there or the model was evaluated on a hold-out
+    of train."""
+    dataset, config = recipe["dataset"], recipe.get("dataset_config")
+    if not is_cached(dataset, config):
+        logger.info("no example images: %s is not in this machine's datasets cache (a run here puts it there)",
+                    dataset)
+        return []
+    found, layout = load_hub_dataset(dataset, config, recipe.get("image_column"), recipe.get("label_column"))
+    role = {name: role for role, name in layout.splits.items()}.get(split)
+    if role is None:
+        logger.info("no example images: the model was evaluated on %s, not a split of %s", split, dataset)
+        return []
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, image in first_of_each_class(found[role], limit):
+        path = target / f"{name.replace('/', '_')}.{open_image(image).format.lower()}"
+        path.write_bytes(read_encoded(image))
+        written.append(path)
+    return written

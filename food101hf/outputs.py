@@ -240,13 +240,20 @@ def trained_folder(ref: str | Path) -> Path:
     return folder
 
 
-def example_images(folder: Path, limit: int = EXAMPLES_PER_PAGE) -> list[str]:
+def example_images(folder: Path, target: Path, limit: int = EXAMPLES_PER_PAGE) -> list[str]:
     """One image per class (up to `limit` classes) of the model's validation split, when its dataset is here: the
-    generated demo, or the local folder recorded in train_config.yaml. Empty for a Hub dataset."""
+    generated demo, or the local folder recorded in train_config.yaml (their own files); or, for a Hub dataset in
+    this machine's datasets cache, its eval split's, written into `target` (`hub_dataset.cached_examples`)."""
     recipe_file = folder / "train_config.yaml"
     if not recipe_file.is_file():
         return []
-    dataset = yaml.safe_load(recipe_file.read_text()).get("dataset")
+    recipe = yaml.safe_load(recipe_file.read_text())
+    dataset = recipe.get("dataset")
+    if dataset_kind(dataset) == "hub":
+        from .hub_dataset import cached_examples  # here: datasets loads only for a model of a Hub dataset
+
+        metrics = json.loads((folder / "metrics.json").read_text()) if (folder / "metrics.json").is_file() else {}
+        return [str(path) for path in cached_examples(recipe, metrics.get("eval_split"), target, limit)]
     root = default_demo_dir() if dataset == "demo" else local_folder(dataset, folder)
     if root is None:
         return []

@@ -18,7 +18,6 @@ MODEL is a model repo on the Hub (`org/name`, `org/name@revision`) or an output 
 from __future__ import annotations
 
 import ast
-import json
 import logging
 import platform
 import re
@@ -33,9 +32,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from .card import model_license
 from .errors import HubError
 from .hub_access import has_repo_id_form, hub_errors, is_repo_id, require_hub
-from .hub_dataset import first_of_each_class, is_cached, load_hub_dataset
-from .images import open_image, read_encoded
-from .outputs import EXAMPLES_PER_PAGE, dataset_kind, example_images, read_recipes, trained_folder
+from .outputs import example_images, read_recipes, trained_folder
 
 APP = '''"""Serves {model} with food101hf's Gradio demo (food101hf/app.py). Spaces run `python app.py`."""
 
@@ -88,30 +85,6 @@ def pinned_requirements() -> str:
     return "".join(f"{name}=={metadata.version(name)}\n" for name in names)
 
 
-def hub_examples(recipe: dict, split: str, target: Path) -> list[Path]:
-    """For a model trained on a Hub dataset: one image per class (up to EXAMPLES_PER_PAGE classes) of `split`, the
-    one it was evaluated on, written into `target` as CLASS.EXT, the dataset read as its run read it (`recipe`,
-    its train_config.yaml: config, columns). Only from this machine's datasets cache: none, and a log line saying
-    why, when the dataset is not there or the model was evaluated on a hold-out of train."""
-    dataset, config = recipe["dataset"], recipe.get("dataset_config")
-    if not is_cached(dataset, config):
-        logger.info("no example images: %s is not in this machine's datasets cache (a run here puts it there)",
-                    dataset)
-        return []
-    found, layout = load_hub_dataset(dataset, config, recipe.get("image_column"), recipe.get("label_column"))
-    role = {name: role for role, name in layout.splits.items()}.get(split)
-    if role is None:
-        logger.info("no example images: the model was evaluated on %s, not a split of %s", split, dataset)
-        return []
-    target.mkdir(exist_ok=True)
-    written = []
-    for name, image in first_of_each_class(found[role], EXAMPLES_PER_PAGE):
-        path = target / f"{name.replace('/', '_')}.{open_image(image).format.lower()}"
-        path.write_bytes(read_encoded(image))
-        written.append(path)
-    return written
-
-
 def write_space(model: str, staging: Path) -> None:
     """Everything the Space holds, written into `staging` (see the module docstring)."""
     import gradio  # only here: the web framework is an optional extra (`.[app]`), not needed to push a model
@@ -119,14 +92,10 @@ def write_space(model: str, staging: Path) -> None:
     repo_id = pushed_repo(model)
     local = Path(model) if Path(model).is_dir() else trained_folder(repo_id)
     recipe, base = read_recipes(local)
-    if dataset_kind(recipe.get("dataset")) == "hub":
-        split = json.loads((local / "metrics.json").read_text()).get("eval_split")
-        examples = hub_examples(recipe, split, staging / "examples")
-    else:
-        examples = example_images(local)
-        for image in map(Path, examples):
-            (staging / "examples").mkdir(exist_ok=True)
-            shutil.copyfile(image, staging / "examples" / f"{image.parent.name}{image.suffix.lower()}")
+    examples = example_images(local, staging / "examples")  # a Hub dataset's are written there
+    for image in (Path(path) for path in examples if Path(path).parent != staging / "examples"):
+        (staging / "examples").mkdir(exist_ok=True)
+        shutil.copyfile(image, staging / "examples" / f"{image.parent.name}{image.suffix.lower()}")
     (staging / "app.py").write_text(APP.format(model=repo_id, examples=', "--examples", "examples"' if examples
                                                else ""))
     package = Path(__file__).parent

@@ -42,13 +42,14 @@ def predictor(served):
 
 
 def test_examples_come_from_the_models_validation_split_when_it_is_here(served, tmp_path):
-    examples = example_images(served)
+    examples = example_images(served, tmp_path / "written")
     assert [Path(e).parent.name for e in examples] == sorted(CLASSES)
     assert all("/food/validation/" in e for e in examples)
     hub_model = export_model_folder(tmp_path / "hub", sorted(CLASSES), dataset="ethz/food101")
-    assert example_images(hub_model) == []
+    assert example_images(hub_model, tmp_path / "written") == []  # not in this machine's datasets cache
     gone = export_model_folder(tmp_path / "gone", sorted(CLASSES), dataset=str(tmp_path / "deleted"))
-    assert example_images(gone) == []
+    assert example_images(gone, tmp_path / "written") == []
+    assert not (tmp_path / "written").exists()  # nothing written for a local folder's own files
 
 
 def test_the_panel_shows_reported_results_split_resolution_and_dataset(served, tmp_path):
@@ -60,7 +61,7 @@ def test_the_panel_shows_reported_results_split_resolution_and_dataset(served, t
 
 
 def test_classify_gives_gradio_label_scores_or_a_readable_message(predictor, served, tmp_path):
-    photo = example_images(served)[0]
+    photo = example_images(served, tmp_path)[0]
     scores, message = classify(predictor, {"path": photo, "orig_name": "dish.jpg"})
     assert message == "" and scores == predictor.label_scores(photo, top_k=5)
     notes = tmp_path / "upload" / "notes.jpg"
@@ -177,7 +178,7 @@ def _upload(driver, url: str, path: Path) -> None:
 
 @pytest.mark.browser
 def test_browser_upload_shows_the_predicted_dish(app_url, browser, served, predictor):
-    photo = Path(example_images(served)[1])
+    photo = Path(example_images(served, Path("unused"))[1])
     _upload(browser, app_url, photo)
     shown = _wait_for_text(browser, "[data-testid=label-output-value]")
     assert shown == predictor(str(photo), top_k=1)[0]["label"]

@@ -324,6 +324,14 @@ for command in json.loads(sys.argv[1]):
 """
 
 
+APP_EXAMPLES = """
+import sys
+from pathlib import Path
+from food101hf.outputs import example_images
+print("\\n".join(example_images(Path(sys.argv[1]), Path(sys.argv[2]))))
+"""
+
+
 @pytest.mark.slow
 def test_every_layout_trains_polishes_and_reports_with_no_column_flag(tmp_path):
     tiny = ["--epochs", "1", "--image-size", "32", "--batch-size", "4", "--num-workers", "0", "--mixed-precision",
@@ -395,3 +403,9 @@ def test_every_layout_trains_polishes_and_reports_with_no_column_flag(tmp_path):
     # the Space's examples: the valid split's first image of each class, from the datasets cache
     assert sorted(name for name in space if name.startswith("examples/")) == ["examples/apple pie.jpeg",
                                                                                "examples/pizza.jpeg"]
+    # the app's, offline, from the same cache: the same images, written to a folder of the app's
+    shown = subprocess.run([sys.executable, "-c", APP_EXAMPLES, str(tmp_path / "valid"), str(tmp_path / "shown")],
+                           cwd=ROOT, env={**env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert sorted(Path(path).name for path in shown.stdout.splitlines()) == ["apple pie.jpeg", "pizza.jpeg"], \
+        shown.stderr
+    assert (tmp_path / "shown" / "pizza.jpeg").read_bytes() == space["examples/pizza.jpeg"]
