@@ -311,7 +311,9 @@ def layouts() -> dict[str, dict[str, bytes]]:
 
 DRIVER = """
 import json, runpy, sys
+from accelerate.state import AcceleratorState
 for command in json.loads(sys.argv[1]):
+    AcceleratorState._reset_state(True)  # each command starts as a process of its own would: its own precision
     print("\\n>>> " + " ".join(command), file=sys.stderr, flush=True)
     sys.argv = command
     try:
