@@ -74,6 +74,7 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
     DatasetError when the training images are fewer than one batch (and cfg.epochs asks for training)."""
     columns = (cfg.image_column, cfg.label_column)
     train_transform = build_transform(data_config, image_size, True, cfg, normalize=False)
+    eval_transform = build_transform(data_config, image_size, False, normalize=False)
     collate = None
     if cfg.decode_on_device:
         if cfg.color_jitter or cfg.auto_augment:
@@ -83,13 +84,13 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
         crop = next(step for step in steps if isinstance(step, RandomResizedCropAndInterpolation))
         hflip = next((step.p for step in steps if isinstance(step, transforms.RandomHorizontalFlip)), 0.0)
         train, evaluation = (EncodedSamples(dataset.cast_column(cfg.image_column, ImageFeature(decode=False)),
-                                            *columns, train_crop, hflip, image_size, data_config["crop_pct"])
-                             for dataset, train_crop in ((splits.train, crop), (splits.eval, None)))
+                                            *columns, train_crop, hflip, image_size, data_config["crop_pct"], rule)
+                             for dataset, train_crop, rule in ((splits.train, crop, train_transform.rule),
+                                                               (splits.eval, None, eval_transform.rule)))
         train, collate = SeededAugmentation(train, seed), collate_encoded
     else:
         train = SeededAugmentation(with_transform(splits.train, train_transform, *columns), seed)
-        evaluation = with_transform(splits.eval, build_transform(data_config, image_size, False, normalize=False),
-                                    *columns)
+        evaluation = with_transform(splits.eval, eval_transform, *columns)
     common = dict(batch_size=cfg.batch_size, num_workers=cfg.num_workers, pin_memory=torch.cuda.is_available(),
                   persistent_workers=cfg.num_workers > 0, worker_init_fn=ignore_stop_signals,
                   collate_fn=collate)

@@ -1,5 +1,6 @@
 """Shared fixtures: tiny generated image folders and a runner for the real scripts. Nothing touches the network."""
 
+import functools
 import hashlib
 import os
 import shutil
@@ -32,6 +33,19 @@ def write_image_folder(root: Path, classes: list[str], per_class: int, size=(40,
                              0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     return root
+
+
+@functools.cache
+def _smooth(size: tuple[int, int], seed: int) -> Image.Image:
+    coarse = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize(size, Image.BICUBIC)
+
+
+def smooth_photo(path: Path, size=(4032, 3024), seed=0, **save_options) -> Path:
+    """A JPEG of smooth colour (a few bicubic-enlarged random pixels), so that reduced and whole decodes of it agree
+    within a few grey levels; 4032 x 3024 by default, the size of a 12 MP phone photo."""
+    _smooth(tuple(size), seed).save(path, quality=90, **save_options)
+    return path
 
 
 CLASSES = ["beignets", "crème brûlée", "fish and chips"]  # spaces and non-ASCII on purpose

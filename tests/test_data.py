@@ -110,3 +110,13 @@ def test_the_data_identity_changes_with_the_photos_and_the_subset(image_folder):
     next((image_folder / "train" / "beignets").glob("*.jpg")).unlink()
     changed = load_splits(cfg).identity()
     assert changed["train"]["images"] == 23 and changed["train"]["fingerprint"] != identity["train"]["fingerprint"]
+
+
+def test_a_truncated_phone_photo_is_caught_though_the_check_decodes_it_at_an_eighth(image_folder):
+    from conftest import smooth_photo
+
+    whole = smooth_photo(image_folder / "train" / "beignets" / "phone.jpg").read_bytes()
+    (image_folder / "train" / "beignets" / "cut.jpg").write_bytes(whole[: len(whole) - 1000])
+    splits = load_splits(TrainConfig(dataset=str(image_folder)))
+    assert [(Path(s["file"]).name, s["error"].split(":")[0]) for s in splits.skipped] == [("cut.jpg", "OSError")]
+    assert len(splits.train) == 25  # the whole phone photo is kept
