@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .checkpoint import Progress, save_checkpoint
 from .config import TrainConfig
 from .device_data import device_batches
-from .metrics import TOPK_ACCURACY
+from .metrics import load_topk_accuracy
 from .preemption import StopOnSignal
 from .runtime import cpu_has_native_bf16
 from .transforms import model_input
@@ -153,9 +153,7 @@ def ranked_predictions(logits: torch.Tensor, k: int = 5) -> torch.Tensor:
 def score_logits(batches) -> dict:
     """Top-1 and top-5 through the shipped `evaluate` module, and mean cross-entropy, over (logits, labels)
     batches."""
-    import evaluate  # ~1 s of imports, only once there is something to score
-
-    metric = evaluate.load(TOPK_ACCURACY, keep_in_memory=True)
+    metric = load_topk_accuracy()
     loss_sum, count = 0.0, 0
     for logits, labels in batches:
         metric.add_batch(predictions=ranked_predictions(logits).cpu().tolist(), references=labels.cpu().tolist())

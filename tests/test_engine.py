@@ -4,6 +4,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 
+from conftest import run_script
 from food101hf.config import TrainConfig
 from food101hf.engine import (create_mixup, create_scheduler, evaluate_model, resolve_mixed_precision,
                               train_criterion, updates_per_epoch)
@@ -116,3 +117,17 @@ def test_mixed_precision_auto_respects_the_launcher(monkeypatch):
     assert resolve_mixed_precision("no") == "no"
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
     assert resolve_mixed_precision("auto") in ("no", "bf16")
+
+
+def test_scoring_keeps_evaluate_from_importing_transformers_which_still_imports_afterwards():
+    """evaluate imports transformers.pipelines for its Evaluator classes (huggingface/evaluate#387): seconds of
+    CPU at every run's first evaluation, for nothing a metric loaded by path uses. Run in a process of its own: in
+    this one, evaluate is already imported."""
+    pytest.importorskip("transformers")
+    code = ("import sys, torch; from food101hf.engine import score_logits; "
+            "print(score_logits([(torch.eye(4)[[0, 1, 3]], torch.arange(3))])['top1'], 'evaluate' in sys.modules, "
+            "'transformers' in sys.modules); import transformers.pipelines; print(transformers.pipelines.pipeline)")
+    result = run_script("-c", code)
+    assert result.returncode == 0, result.stderr
+    scored, imported_later = result.stdout.splitlines()
+    assert scored == f"{2 / 3} True False" and "function pipeline" in imported_later
