@@ -1,9 +1,12 @@
 """The loaders (food101hf.loaders): shuffled, drop_last training batches; every eval image once; each JPEG decoded
 at the smallest scale that keeps what the model sees."""
 
+import random
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from datasets import Image as ImageFeature
 from PIL.JpegImagePlugin import JpegImageFile
 
@@ -72,3 +75,16 @@ def test_phone_photos_are_decoded_at_the_smallest_scale_that_keeps_what_the_mode
     for i in range(len(evaluation.dataset)):
         evaluation.dataset[i]
     assert sorted(scales) == [8, 8]  # evaluation: resize the short side to 202 px, so 1/8 (378 px) is enough
+
+
+def test_a_sample_is_the_same_drawn_in_a_worker_or_in_the_training_process_whose_rng_streams_it_leaves_alone(
+        image_folder):
+    cfg = TrainConfig(dataset=str(image_folder), batch_size=4, num_workers=0)
+    samples = build_loaders(load_splits(cfg), cfg, DATA_CONFIG, 32, seed=0)[0].dataset
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    before = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state()
+    here = [samples[i]["pixel_values"] for i in range(8)]
+    assert random.getstate() == before[0] and np.array_equal(np.random.get_state()[1], before[1])
+    assert torch.equal(torch.get_rng_state(), before[2])  # Mixup's streams, in a worker-less loader
+    in_a_worker = torch.utils.data.DataLoader(samples, batch_size=None, sampler=range(8), num_workers=1)
+    assert all(torch.equal(a, b["pixel_values"]) for a, b in zip(here, in_a_worker, strict=True))
