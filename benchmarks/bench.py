@@ -4,14 +4,16 @@
     python benchmarks/bench.py --sections model e2e  # some of them
     python benchmarks/bench.py --rounds 5            # more rounds for a steadier median
 
-On generated Food-101-sized JPEGs (512x384, ~80 KB, cached under $FOOD101HF_CACHE), training at --image-size and
---batch-size (192 px, 32 by default):
+On generated Food-101-sized JPEGs (512x384, ~80 KB) and phone photos (4032x3024, ~2.3 MB; benchmarks/photos.py,
+cached under $FOOD101HF_CACHE), training at --image-size and --batch-size (192 px, 32 by default):
   model   - model-only training steps on synthetic tensors (our model, freeze, precision, channels_last);
   e2e     - the README's command, `accelerate launch --config_file accelerate_config.yaml train.py`, one epoch:
             the epoch's images/s (e2e) and the whole process's seconds (start-up, data, epoch, evaluation,
-            report, export), against the model-only time for the same images;
+            report, export), against the model-only time for the same images; then the same on the phone photos;
   data    - the data path alone, one process with one torch thread (what one loader worker delivers), with
-            TorchCodec's JPEG decoding and with Pillow's;
+            TorchCodec's JPEG decoding and with Pillow's; on the phone photos, decoded at the rule's reduced size
+            (food101hf.images.DecodeRule) and whole; and the bad-file check (data.drop_unreadable) on each set,
+            against the check before it (each file decoded whole by Pillow, in one process);
   naive   - the Accelerate example's defaults: fp32, every layer trainable, PIL transforms, no loader workers;
   predict - the full `Predictor` API (decode, resize/crop, batching, model, top-k) against model-only inference at
             the same precision, batch and memory format, served at 224 px; then the warm single-image latency.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import food101hf  # noqa: F401  first: its OpenMP defaults must be set before torch loads OpenMP
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -36,14 +39,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import datasets
-import numpy as np
 import torch
 from PIL import Image
 
 from food101hf import images as decoding
 from food101hf.config import TrainConfig
-from food101hf.demo import CLASSES, default_demo_dir, render_image
+from food101hf.demo import CLASSES, default_demo_dir
 from food101hf.runtime import keep_freed_memory
+from photos import food101_sized_jpegs, phone_jpegs
 
 SECTIONS = ("model", "e2e", "data", "naive", "predict")
 
@@ -58,24 +61,6 @@ def machine() -> str:
         pass
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
-
-
-def food101_sized_jpegs(root: Path, per_class: int, val_per_class: int) -> Path:
-    """An image folder of 512x384 JPEGs with photo-like noise (Food-101 images are at most 512 px, ~80 KB)."""
-    marker = root / f".complete-{per_class}-{val_per_class}"
-    if marker.exists():
-        return root
-    for split, count in (("train", per_class), ("validation", val_per_class)):
-        for class_index, dish in enumerate(CLASSES):
-            folder = root / split / dish
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                rng = np.random.default_rng([class_index, i, split == "train"])
-                pixels = np.asarray(render_image(dish, rng, (512, 384)), dtype=np.float32)
-                pixels += rng.normal(0, 12, pixels.shape)  # sensor noise: realistic JPEG size and decode cost
-                Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
-    marker.touch()
-    return root
 
 
 def timed(images: int, run: Callable[[], object]) -> float:
@@ -119,7 +104,7 @@ def model_only(cfg: TrainConfig, steps: int) -> Callable[[], float]:
     return lambda: timed(steps * cfg.batch_size, lambda: run(steps))
 
 
-def launched(folder: Path, cfg: TrainConfig) -> Callable[[], dict[str, float]]:
+def launched(folder: Path, cfg: TrainConfig, label: str = "") -> Callable[[], dict[str, float]]:
     """The README's command, `accelerate launch --config_file accelerate_config.yaml train.py ...` with the shipped
     config, training one epoch over the folder (start-up, data, epoch, evaluation, report, export): the epoch's
     images/s as train.py measures it (metrics.json) and the whole process's seconds. Run once untimed first, so
@@ -137,16 +122,16 @@ def launched(folder: Path, cfg: TrainConfig) -> Callable[[], dict[str, float]]:
             subprocess.run([*command, "--output-dir", out], check=True, capture_output=True, env=environment)
             seconds = time.perf_counter() - start
             metrics = json.loads((Path(out) / "metrics.json").read_text())
-        return {"e2e": metrics["train_images_per_second"], "whole process s": seconds}
+        return {f"e2e{label}": metrics["train_images_per_second"], f"whole process{label} s": seconds}
 
     run()
     return run
 
 
-def data_only(cfg: TrainConfig, count: int, torchcodec: bool = True) -> Callable[[], float]:
+def data_only(cfg: TrainConfig, count: int, torchcodec: bool = True, reduced: bool = True) -> Callable[[], float]:
     """What one loader worker does for train.py, in this process with one torch thread: the training loader's own
     dataset (read, decode, seeded augmentation, uint8 out), JPEGs decoded by TorchCodec (food101hf.images.decode), or by
-    Pillow as before it."""
+    Pillow as before it; at the rule's reduced size, or whole as before it."""
     from timm.data import resolve_model_data_config
 
     from food101hf.data import load_splits
@@ -159,17 +144,46 @@ def data_only(cfg: TrainConfig, count: int, torchcodec: bool = True) -> Callable
     count = min(count, len(dataset))
 
     def run() -> None:
-        threads, decoder = torch.get_num_threads(), decoding.decode_jpeg
+        threads, decoder, scales = torch.get_num_threads(), decoding.decode_jpeg, decoding.DRAFT_SCALES
         torch.set_num_threads(1)
         decoding.decode_jpeg = decoder if torchcodec else None
+        decoding.DRAFT_SCALES = scales if reduced else ()  # no scale to reduce to: every JPEG decoded whole
         try:
             for index in range(count):
                 dataset[index]
         finally:
             torch.set_num_threads(threads)
-            decoding.decode_jpeg = decoder
+            decoding.decode_jpeg, decoding.DRAFT_SCALES = decoder, scales
 
     return lambda: timed(count, run)
+
+
+def _whole_decode(example: dict) -> dict:
+    """The bad-file check before decoding at 1/8: Pillow decodes the file whole."""
+    try:
+        with Image.open(example["image"]["path"]) as image:
+            image.load()
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"error": ""}
+
+
+def bad_file_check(folder: Path, whole: bool = False) -> Callable[[], float]:
+    """Images per second of the bad-file check over the folder's training images, uncached: `data.drop_unreadable`
+    (JPEGs at 1/8, a thread per usable core), or as before it (each decoded whole, one process, datasets.map's
+    own loop: below 2,000 images it used no worker processes)."""
+    from food101hf.data import drop_unreadable, load_dataset_dict
+
+    train = load_dataset_dict(TrainConfig(dataset=str(folder)))["train"]
+    undecoded = train.cast_column("image", datasets.Image(decode=False))
+
+    def run() -> None:
+        if whole:
+            undecoded.map(_whole_decode, remove_columns=undecoded.column_names)
+        else:
+            drop_unreadable(train, "image", "train")
+
+    return lambda: timed(len(train), run)
 
 
 def naive(folder: Path, cfg: TrainConfig, steps: int) -> Callable[[], float]:
@@ -219,6 +233,11 @@ def predict_vs_model(folder: Path, cfg: TrainConfig) -> dict[str, Callable[[], f
             "single image ms": lambda: 1000 / timed(1, lambda: predictor(paths[0]))}
 
 
+def mean_megabytes(folder: Path) -> float:
+    sizes = [path.stat().st_size for path in folder.glob("train/*/*.jpg")]
+    return sum(sizes) / len(sizes) / 1e6
+
+
 def median_spread(values: list[float]) -> str:
     return f"{statistics.median(values):7.1f}  ({min(values):.1f}-{max(values):.1f})"
 
@@ -231,27 +250,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=TrainConfig.num_workers)
     parser.add_argument("--train-images", type=int, default=1920, help="images in an epoch")
+    parser.add_argument("--phone-images", type=int, default=192, help="images in an epoch of phone photos (0: none)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps of the model-only and naive loops")
     args = parser.parse_args(argv)
     keep_freed_memory()  # as train.py does (the naive loop runs in a process of its own)
     datasets.disable_progress_bars()
+    datasets.disable_caching()  # the bad-file check is timed as a first run over a folder pays it
 
     per_class = args.train_images // len(CLASSES)
-    folder = food101_sized_jpegs(default_demo_dir().parent / "bench-jpegs-v2", per_class, per_class // 10)
+    cache = default_demo_dir().parent
+    folder = food101_sized_jpegs(cache / "bench-jpegs-v2", per_class, per_class // 10)
+    phone = phone_jpegs(cache / "bench-phone-v1", args.phone_images, max(args.phone_images // 10, 1)) \
+        if args.phone_images else None
     cfg = TrainConfig(dataset=str(folder), pretrained=False, image_size=args.image_size,
                       batch_size=args.batch_size, num_workers=args.num_workers, epochs=1, warmup_epochs=0.2)
+    phone_cfg = dataclasses.replace(cfg, dataset=str(phone))
     print(f"machine: {machine()}")
     print(f"{args.image_size} px, batch {args.batch_size}, {args.num_workers} loader workers, "
-          f"{args.train_images} training images; median (range) of {args.rounds} rounds")
+          f"{args.train_images} training images" + (f", {args.phone_images} phone photos (mean "
+                                                     f"{mean_megabytes(phone):.1f} MB)" if phone else "")
+          + f"; median (range) of {args.rounds} rounds")
     sections = set(args.sections)
     runs = {}  # name -> one round's measurement
     if "model" in sections:
         runs["model"] = model_only(cfg, args.steps)
     if "e2e" in sections:
         runs["e2e"] = launched(folder, cfg)
+        if phone:
+            runs["e2e, phone"] = launched(phone, phone_cfg, ", phone")
     if "data" in sections:
         runs["data"] = data_only(cfg, 16 * args.batch_size)
         runs["data, Pillow"] = data_only(cfg, 16 * args.batch_size, torchcodec=False)
+        runs["check"] = bad_file_check(folder)
+        runs["check, whole"] = bad_file_check(folder, whole=True)
+        if phone:
+            runs["data, phone"] = data_only(phone_cfg, args.phone_images)
+            runs["data, phone whole"] = data_only(phone_cfg, args.phone_images, reduced=False)
+            runs["check, phone"] = bad_file_check(phone)
+            runs["check, phone whole"] = bad_file_check(phone, whole=True)
     if "naive" in sections:
         runs["naive"] = naive(folder, cfg, args.steps)
     if "predict" in sections:
@@ -284,6 +320,10 @@ def main(argv: list[str] | None = None) -> int:
     ratio("ours / naive, per training step", "e2e", "naive")
     ratio("naive epoch / our whole process", "naive epoch s", "whole process s", ">= 3.0")
     ratio("data path, TorchCodec / Pillow", "data", "data, Pillow", ">= 1.3")
+    ratio("epoch, phone / Food-101-sized", "e2e, phone", "e2e", ">= 0.80")
+    ratio("data path, phone: reduced / whole decode", "data, phone", "data, phone whole")
+    ratio("bad-file check: ours / whole decode", "check", "check, whole")
+    ratio("bad-file check, phone: ours / whole decode", "check, phone", "check, phone whole", ">= 10")
     ratio("predict API / model-only inference", "predict API", "model inference", ">= 0.90")
     return 0
 

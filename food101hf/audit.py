@@ -2,11 +2,11 @@
 
 Run it with ``python -m food101hf.report --audit --dataset D [--output-dir R]``. A local folder (or the demo) is
 listed by `food101hf.folders`, the rules training uses, so the audit counts exactly the splits, classes and files
-training would use, and names every file ignored, with the reason. Every image is fully decoded and put through
-training's bad-file check (`images.check_image`, aspect ratio included). A Hub dataset is read as training reads it
-(`food101hf.hub_dataset`: its config, the splits that have a role, its image and label columns), with its image
-column undecoded, so the hash is over the bytes the Hub serves. Duplicates are exact: identical
-bytes (SHA-256); a re-encoded or resized copy is not caught.
+training would use, and names every file ignored, with the reason. Every image is put through training's bad-file
+check (`images.check_image`: decoded to its end, a JPEG at 1/8, aspect ratio included); sizes are the stored ones,
+from the header. A Hub dataset is read as training reads it (`food101hf.hub_dataset`: its config, the splits that
+have a role, its image and label columns), with its image column undecoded, so the hash is over the bytes the Hub
+serves. Duplicates are exact: identical bytes (SHA-256); a re-encoded or resized copy is not caught.
 """
 
 from __future__ import annotations

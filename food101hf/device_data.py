@@ -4,8 +4,11 @@ on a GPU) and crops, resizes, flips and normalises all of it in one batched step
 
 Why: on a GPU, ResNet-18's step at 192 px outruns what CPU workers can decode and crop (~1.6 ms of CPU per image
 per worker: ~9,000 img/s from 14 workers at best). Here a worker spends ~0.1 ms per image (read the file, parse its
-header). Status: tested on the CPU (the same code with device="cpu"), not yet measured on a GPU; opt-in until a
-device check (benchmarks/device_check.py) has passed.
+header). A JPEG large enough to decode reduced (`images.DecodeRule`: a 12 MP phone photo at 1/4 for training at
+192 px) is the exception: nvJPEG, like TorchCodec on the CPU, decodes only whole images, so it would decode 16x
+the pixels the crop keeps; the worker decodes it reduced with Pillow's draft and hands over the pixels.
+Status: tested on the CPU (the same code with device="cpu"), not yet measured on a GPU; opt-in until a device check
+(benchmarks/device_check.py) has passed.
 
 The crop is timm's RandomResizedCrop (scale, ratio and flip probability from the training transform timm builds)
 drawn with torchvision's `RandomResizedCrop.get_params` inside the per-sample seed of `loaders.SeededAugmentation`, so
@@ -34,14 +37,15 @@ PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # Accelerate
 
 
 class EncodedSamples(torch.utils.data.Dataset):
-    """What a worker hands over per sample: the encoded JPEG (bytes), or for any other format (or without
-    TorchCodec) the image decoded by Pillow (3 x H x W uint8); its upright (height, width); the crop box
-    (top, left, height, width in pixels); the flip; the label. `dataset` has an Image(decode=False) column."""
+    """What a worker hands over per sample: the encoded JPEG (bytes) when it is decoded whole, else (a JPEG `rule`
+    lets decode reduced, another format, no TorchCodec) the image decoded by Pillow (3 x H x W uint8); its upright
+    (height, width) as decoded; the crop box (top, left, height, width in those pixels); the flip; the label.
+    `dataset` has an Image(decode=False) column; `rule` is the transform's (`transforms.decode_rule`)."""
 
     def __init__(self, dataset, image_column: str, label_column: str, crop: RandomResizedCropAndInterpolation |
-                 None, hflip: float, image_size: int, crop_pct: float):
+                 None, hflip: float, image_size: int, crop_pct: float, rule: decoding.DecodeRule | None = None):
         self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
-        self.crop, self.hflip, self.image_size, self.crop_pct = crop, hflip, image_size, crop_pct
+        self.crop, self.hflip, self.image_size, self.crop_pct, self.rule = crop, hflip, image_size, crop_pct, rule
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -64,12 +68,15 @@ class EncodedSamples(torch.utils.data.Dataset):
         row = self.dataset[index]
         data = decoding.read_encoded(row[self.image_column])
         with Image.open(io.BytesIO(data)) as image:
-            height, width = decoding.upright_size(image)
-            encoded = data if image.format == "JPEG" and decoding.decode_jpeg is not None else None
-            pixels = None if encoded is not None else pil_to_tensor(decoding.open_rgb(image))
+            whole = decoding.reduce(image, self.rule) == 1  # a reduced JPEG is set to decode so (Pillow's draft)
+            if whole and image.format == "JPEG" and decoding.decode_jpeg is not None:
+                pixels, (height, width) = data, decoding.upright_size(image)
+            else:
+                pixels = pil_to_tensor(decoding.open_rgb(image))
+                height, width = pixels.shape[-2:]
         flip = self.crop is not None and self.hflip > 0 and bool(torch.rand(1) < self.hflip)
-        return {"image": encoded if encoded is not None else pixels, "size": (height, width),
-                "box": self.box(height, width), "flip": flip, "label": row[self.label_column]}
+        return {"image": pixels, "size": (height, width), "box": self.box(height, width), "flip": flip,
+                "label": row[self.label_column]}
 
 
 def collate_encoded(samples: list[dict]) -> dict:

@@ -1,9 +1,10 @@
 """Bytes to RGB pixels: the one place food101hf opens, checks and decodes an image, for training, evaluation, the
-report, the audit and predict alike.
+report, the audit and predict alike, each JPEG at the smallest size that keeps what its pixels are for
+(`DecodeRule`).
 
-    decode(value, min_size)     3 x H x W uint8 RGB tensor (TorchCodec for JPEGs, Pillow for the rest)
-    open_rgb(value)             RGB PIL image (pictures, Pillow-only transforms)
-    check_image(value)          (mode, size) after a full decode: the bad-file check
+    decode(value, rule)         3 x H x W uint8 RGB tensor (TorchCodec for JPEGs, Pillow for the rest)
+    open_rgb(value, rule)       RGB PIL image (pictures, Pillow-only transforms)
+    check_image(value)          (mode, size) after decoding the whole file: the bad-file check
     load_image / load_pixels    any input predict accepts (path, bytes, PIL image, numpy array), or ImageError
 
 A value is what a `datasets` Image(decode=False) column holds ({"bytes": ..., "path": ...}), a path, or bytes.
@@ -13,7 +14,8 @@ Why TorchCodec for JPEGs: torchvision 0.29 deprecates its own decoders for it, a
 ~2.2 ms, with identical pixels (both are libjpeg-turbo with the same IDCT). It applies EXIF orientation and converts
 grey and CMYK JPEGs to RGB as `to_rgb` does. What it does not do is Pillow's decompression-bomb check, so every file
 is first opened with Pillow (the header only, ~30 us): that check, the format and the size come from there, and a
-file Pillow cannot even open fails with Pillow's error.
+file Pillow cannot even open fails with Pillow's error. Nor can it decode at a reduced size: a JPEG that `DecodeRule`
+lets decode at 1/2-1/8 goes through Pillow's draft mode (libjpeg-turbo's DCT scaling).
 
 Every format Pillow opens here is an image (`image_extensions`), iPhones' HEIC/HEIF through pillow-heif, registered
 when this module is imported.
@@ -22,6 +24,8 @@ when this module is imported.
 from __future__ import annotations
 
 import io
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +48,49 @@ TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
 # Beyond it the square crop the model sees holds under a tenth of the picture, and such files are strips, banners
 # or broken exports: the bad-file check rejects them and every resize crops them to this ratio first.
 MAX_ASPECT_RATIO = 10
+# libjpeg's DCT scaling, as Pillow's draft mode offers it: 1/8, 1/4 or 1/2 of the stored size, largest first
+DRAFT_SCALES = (8, 4, 2)
+DRAFTABLE = frozenset({"JPEG", "MPO"})  # MPO: a JPEG with further pictures after it (many phones); the first decoded
+
+
+@dataclass(frozen=True)
+class DecodeRule:
+    """What decoded pixels are for, so that a JPEG is decoded at the smallest scale (1/8, 1/4, 1/2, else whole)
+    that loses nothing of them. Decoding reduced is libjpeg's DCT scaling (Pillow's `draft`): ~2x less CPU for a
+    4032x3024 phone photo at 1/4 than whole, and the images after it are 16x smaller to crop and resize.
+
+    Evaluation and predict at S px with crop_pct c (timm's eval transform) resize the short side to floor(S / c)
+    and crop the centre: the decoded short side must be at least that (`short_side`).
+
+    Training's RandomResizedCrop at S px (`crop_size`) draws an area share s in [s_min, 1] of the image's area A
+    and an aspect ratio r in [r_min, r_max] (`crop_scale` = s_min, `crop_ratio` = (r_min, r_max)), a crop of
+    sqrt(s A r) x sqrt(s A / r) px, resized to S x S. Its shorter side is sqrt(s A min(r, 1/r)), smallest for the
+    smallest, most elongated crop: sqrt(s_min A rho) with rho = min(r_min, 1 / r_max). Every crop it can draw
+    keeps at least S px a side (none is enlarged) iff s_min A rho >= S^2. For a 4:3 photo and timm's ratios (3/4,
+    4/3), A = 4/3 short^2 and rho = 3/4: short >= S / sqrt(s_min). At 192 px with s_min = 0.08 that is 679 px: a
+    4032x3024 photo decodes at 1/4 (1008x756), a Food-101 photo (512x384) whole, as before (its smallest crops are
+    enlarged even then). The crops torchvision falls back to after ten misses are larger. A is the area the
+    transform sees, after `bound_aspect_ratio`.
+
+    No rule at all (the default) needs no pixels: the bad-file check, which decodes at 1/8. Whatever the scale,
+    libjpeg entropy-decodes every byte of the file, so a truncated or corrupt file fails at 1/8 as it fails
+    whole. The scale depends only on the file's header and the settings, so exact resume stays exact."""
+    short_side: int = 0
+    crop_size: int = 0
+    crop_scale: float = 1.0
+    crop_ratio: tuple[float, float] = (1.0, 1.0)
+
+    def keeps_enough(self, width: int, height: int) -> bool:
+        """Whether a decode of width x height px (as stored) keeps everything this rule's transform uses."""
+        short = min(width, height)
+        area = short * min(max(width, height), MAX_ASPECT_RATIO * short)
+        rho = min(self.crop_ratio[0], 1 / self.crop_ratio[1])
+        return short >= self.short_side and self.crop_scale * area * rho >= self.crop_size ** 2
+
+    def reduction(self, width: int, height: int) -> int:
+        """The largest of DRAFT_SCALES whose decode (ceil(width / f) x ceil(height / f) px, as libjpeg rounds)
+        keeps enough, else 1."""
+        return next((f for f in DRAFT_SCALES if self.keeps_enough(math.ceil(width / f), math.ceil(height / f))), 1)
 
 
 def image_extensions() -> frozenset[str]:
@@ -87,15 +134,28 @@ def check_aspect_ratio(width: int, height: int) -> None:
                          f"(food101hf.images.MAX_ASPECT_RATIO)")
 
 
+def reduce(image: Image.Image, rule: DecodeRule | None) -> int:
+    """Set an opened, not yet loaded, JPEG to decode at `rule`'s scale (Pillow's draft); return the scale's
+    divisor (1: whole; always 1 for other formats and without a rule). Asking Pillow for (width // f, height // f)
+    makes it pick exactly f: width // (width // f) lies in [f, 2f)."""
+    factor = rule.reduction(*image.size) if rule is not None and image.format in DRAFTABLE else 1
+    if factor > 1:
+        image.draft("RGB", (image.width // factor, image.height // factor))
+    return factor
+
+
 def check_image(value) -> tuple[str, tuple[int, int]]:
-    """The bad-file check: (mode, (width, height)) after a full decode. Raises whatever Pillow raises for a file
-    that cannot be read (OSError, SyntaxError, DecompressionBombError, ...: a truncated file opens fine and fails
-    only when decoded), and ValueError for an aspect ratio beyond MAX_ASPECT_RATIO (known from the header, so a
-    strip is rejected before it is decoded)."""
+    """The bad-file check: (mode, (width, height)) as stored, after decoding the whole file at the smallest scale
+    (a JPEG at 1/8, ~4x less CPU than whole for a phone photo; `DecodeRule`). Raises whatever Pillow raises for a
+    file that cannot be read (OSError, SyntaxError, DecompressionBombError, ...: a truncated file opens fine and
+    fails only when decoded), and ValueError for an aspect ratio beyond MAX_ASPECT_RATIO (known from the header, so
+    a strip is rejected before it is decoded)."""
     with open_image(value) as image:
         check_aspect_ratio(*image.size)
+        mode, size = image.mode, image.size
+        reduce(image, DecodeRule())
         image.load()
-        return image.mode, image.size
+        return mode, size
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -117,34 +177,28 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def open_rgb(value) -> Image.Image:
-    """An encoded image, or a PIL image, as an RGB PIL image (for pictures and for Pillow-only transforms)."""
-    return to_rgb(value if isinstance(value, Image.Image) else open_image(value))
+def open_rgb(value, rule: DecodeRule | None = None) -> Image.Image:
+    """An encoded image, or a PIL image, as an RGB PIL image (for pictures and for Pillow-only transforms); an
+    encoded JPEG decoded at `rule`'s scale."""
+    if isinstance(value, Image.Image):
+        return to_rgb(value)
+    image = open_image(value)
+    reduce(image, rule)
+    return to_rgb(image)
 
 
-def draft_scale(image: Image.Image, min_size: int | None) -> bool:
-    """The one reduced-decode rule: whether Pillow's draft mode would decode this JPEG at 1/2, 1/4 or 1/8 scale
-    with the short side still >= min_size (the short side the caller's resize needs). Then Pillow is the faster
-    decoder: a 4000x3000 photo served at 224 px decodes several times faster than at full size, which TorchCodec
-    always decodes. A JPEG under twice min_size cannot be reduced and is decoded whole."""
-    return bool(min_size) and image.format == "JPEG" and min(image.size) >= 2 * min_size
-
-
-def decode(value, min_size: int | None = None) -> torch.Tensor:
-    """An encoded image as a 3 x H x W uint8 RGB tensor, EXIF-rotated. JPEGs go through TorchCodec unless
-    `draft_scale` says Pillow can decode them smaller; TorchCodec's rejects (odd markers, 12-bit) and other formats
-    through Pillow. Raises what Pillow raises for a file that cannot be read (OSError, SyntaxError,
-    DecompressionBombError, ...)."""
+def decode(value, rule: DecodeRule | None = None) -> torch.Tensor:
+    """An encoded image as a 3 x H x W uint8 RGB tensor, EXIF-rotated. A JPEG `rule` lets decode reduced goes
+    through Pillow's draft (TorchCodec has no reduced decode); one decoded whole through TorchCodec, its rejects
+    (odd markers, 12-bit) and other formats through Pillow. Raises what Pillow raises for a file that cannot be
+    read (OSError, SyntaxError, DecompressionBombError, ...)."""
     with open_image(value) as image:  # the header only: format, size, decompression-bomb check
-        reduce = draft_scale(image, min_size)
-        if decode_jpeg is not None and image.format == "JPEG" and not reduce:
+        if reduce(image, rule) == 1 and decode_jpeg is not None and image.format == "JPEG":
             image.fp.seek(0)
             try:
                 return decode_jpeg(image.fp.read())
             except RuntimeError:  # libjpeg-turbo refused it; Pillow decides whether the file is readable
                 pass
-        if reduce:
-            image.draft("RGB", (min_size, min_size))
         return pil_to_tensor(to_rgb(image))
 
 
@@ -184,11 +238,10 @@ def _from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array)
 
 
-def load_image(image, min_size: int | None = None) -> Image.Image:
+def load_image(image, rule: DecodeRule | None = None) -> Image.Image:
     """A path, the bytes of an image file, a PIL image or a uint8 numpy array (H x W grey, H x W x 3 RGB,
-    H x W x 4 RGBA) as an RGB PIL image; a JPEG file is decoded at reduced size where `draft_scale` allows
-    (`min_size`: the short side the caller needs). Raises ImageError naming the input, TypeError for another
-    kind of object."""
+    H x W x 4 RGBA) as an RGB PIL image; a JPEG file decoded at `rule`'s scale. Raises ImageError naming the
+    input, TypeError for another kind of object."""
     if image is None:
         raise ImageError("None: no image (an empty upload, or a missing item in a batch)")
     if not isinstance(image, (str, Path, bytes, bytearray, np.ndarray, Image.Image)):
@@ -196,22 +249,17 @@ def load_image(image, min_size: int | None = None) -> Image.Image:
     try:
         if isinstance(image, np.ndarray):
             return to_rgb(_from_array(image))
-        if isinstance(image, Image.Image):
-            return to_rgb(image)  # the caller's object: no draft, which would change it in place
-        opened = open_image(image)
-        if draft_scale(opened, min_size):
-            opened.draft("RGB", (min_size, min_size))
-        return to_rgb(opened)
+        return open_rgb(image, rule)  # a caller's PIL image as it is: a draft would change it in place
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per format
         raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None
 
 
-def load_pixels(image, min_size: int | None = None) -> torch.Tensor:
+def load_pixels(image, rule: DecodeRule | None = None) -> torch.Tensor:
     """Any input `load_image` accepts as a 3 x H x W uint8 RGB tensor; a file or bytes through `decode`
-    (TorchCodec for a JPEG it need not reduce). Raises ImageError naming the input."""
+    (TorchCodec for a JPEG decoded whole). Raises ImageError naming the input."""
     if not isinstance(image, (str, Path, bytes, bytearray)):
-        return pil_to_tensor(load_image(image, min_size))
+        return pil_to_tensor(load_image(image, rule))
     try:
-        return decode(image, min_size)
+        return decode(image, rule)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ... per format
         raise ImageError(f"{_describe(image)}: cannot be read as an image ({e})") from None

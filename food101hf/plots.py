@@ -11,6 +11,7 @@ import numpy as np
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
+from PIL import Image, ImageOps
 
 from .analysis import cluster_order
 
@@ -70,23 +71,35 @@ def plot_confusion(confusion: np.ndarray, label_names: list[str], path: Path, ti
 
 
 TILE = 250  # px per image column; a caption line holds CAPTION_CHARS characters of 9 pt DejaVu Sans in it
+TILE_HEIGHT, CAPTION_HEIGHT, HEADER, MARGIN = 300, 66, 60, 6  # px: a tile, its caption's room (4 lines), the title
 CAPTION_CHARS = 30
 
 
+def fit(image: Image.Image, width: int, height: int) -> Image.Image:
+    """The image scaled to fit width x height px, keeping its aspect ratio: nearest-neighbour when enlarging (an
+    8x8 digit stays pixels, as matplotlib's imshow shows it), bicubic with antialiasing when shrinking."""
+    scale = min(width / image.width, height / image.height)
+    return ImageOps.contain(image, (width, height), Image.NEAREST if scale > 1 else Image.BICUBIC)
+
+
 def mistakes_figure(images: list, captions: list[str], title: str, cols: int = 6) -> Figure:
-    """A grid of images, each with its caption (at most four lines, see `caption`); a single line of text when
-    there are none. Every tile has the same room for its caption, so captions never overlap the row above."""
+    """A grid of images, each with its caption (at most four lines, see `caption`) in a room of its own above it;
+    a single line of text when there are none. Each image is drawn at its pixels' place (`Figure.figimage`) and
+    each caption as figure text: no axes, whose tick machinery took 3.5 of 3.8 s of CPU for 24 tiles, even hidden
+    and laid out by constrained layout."""
     rows = max(1, math.ceil(len(images) / cols))
-    width, height = TILE * cols, 300 * rows + 60
-    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
-    fig.suptitle(title, fontsize=12)
+    width, height = TILE * cols, TILE_HEIGHT * rows + HEADER
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    fig.text(0.5, 1 - HEADER / 2 / height, title, ha="center", va="center", fontsize=12)
     if not images:
         fig.text(0.5, 0.5, "every image was classified correctly", ha="center", va="center", fontsize=14)
-    for i, ax in enumerate(fig.subplots(rows, cols, squeeze=False).flat):
-        ax.set_axis_off()
-        if i < len(images):
-            ax.imshow(images[i])
-            ax.set_title(captions[i], fontsize=9, loc="left", wrap=False)
+    for i, (image, text) in enumerate(zip(images, captions)):
+        row, col = divmod(i, cols)
+        left = col * TILE + MARGIN
+        top = height - HEADER - row * TILE_HEIGHT - CAPTION_HEIGHT  # px from the bottom: the image's top edge
+        tile = fit(image, TILE - 2 * MARGIN, TILE_HEIGHT - CAPTION_HEIGHT - 2 * MARGIN)
+        fig.figimage(np.asarray(tile), left, top - tile.height, origin="upper")
+        fig.text(left / width, (top + 4) / height, text, fontsize=9, ha="left", va="bottom")
     return fig
 
 

@@ -28,7 +28,6 @@ if __name__ == "__main__":  # answer --help and refuse bad flags before torch an
 import contextlib
 import json
 import logging
-import math
 import numbers
 import os
 import sys
@@ -104,16 +103,15 @@ class Predictor:
         self.labels = list(self.model.pretrained_cfg["label_names"])
         self.data_config = resolve_model_data_config(self.model)
         # timm's eval transform (resize, center crop) up to a uint8 tensor; model_input normalises each batch
+        # a JPEG is decoded at the smallest scale that keeps the resize's short side (the transform's rule)
         self.transform = ImageTransform(create_transform(**self.data_config, is_training=False, normalize=False))
-        crop_pct, size = self.data_config["crop_pct"], self.data_config["input_size"][-2:]
-        self.min_decode_size = math.floor(min(size) / crop_pct)  # the transform's resize target (short side)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
 
     def preprocess(self, image) -> torch.Tensor:
         """One input as a 3xHxW uint8 tensor at the model's size (raises ImageError)."""
-        return self.transform(load_pixels(image, self.min_decode_size))
+        return self.transform(load_pixels(image, self.transform.rule))
 
     @torch.inference_mode()
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:

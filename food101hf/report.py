@@ -39,7 +39,7 @@ from .config import TrainConfig, local_dataset
 from .data import check_classes, eval_dataset
 from .engine import create_accelerator, evaluate_logits, ranked_predictions, score_logits
 from .errors import UsageError
-from .images import open_rgb
+from .images import DecodeRule, open_rgb
 from .metrics import describe_scores, small_eval_warning
 from .model import load_trained
 from .outputs import read_recipes, reuse_layout, trained_folder
@@ -51,6 +51,7 @@ from .transforms import build_transform, with_transform
 PER_CLASS_FIELDS = ["label", "accuracy", "support", "precision", "recall", "f1"]
 PAIR_FIELDS = ["true_label", "predicted_label", "count", "share_of_true_class"]
 MISTAKES_SHOWN = 24
+THUMBNAIL = 400  # px, the longer side of a picture of a mistake; a tile is 250 px wide
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +147,10 @@ def write_report(accelerator, model, eval_loader, label_names: list[str], out_di
     confidence = logits.softmax(-1).max(-1).values.numpy()
     wrong = np.flatnonzero(predictions != labels)
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
-    images = [open_rgb(raw[int(i)]["image"]) for i in shown]
+    # a phone photo decoded at 1/4 or 1/8: its short side still at least the thumbnail's longer one
+    images = [open_rgb(raw[int(i)]["image"], DecodeRule(short_side=THUMBNAIL)) for i in shown]
     for image in images:
-        image.thumbnail((400, 400))  # in place; a tile is 250 px wide
+        image.thumbnail((THUMBNAIL, THUMBNAIL))  # in place
     captions = [caption(label_names[labels[i]], label_names[predictions[i]], confidence[i]) for i in shown]
     pictures = {
         "confusion_matrix.png": ("confusion matrix", plot_confusion(

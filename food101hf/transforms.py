@@ -23,7 +23,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.functional import pil_to_tensor
 
 from .config import TrainConfig
-from .images import bound_aspect_ratio, decode, open_rgb
+from .images import DecodeRule, bound_aspect_ratio, decode, open_rgb
 
 
 def on_uint8_tensors(transform: transforms.Compose) -> v2.Compose | None:
@@ -58,12 +58,26 @@ def on_uint8_tensors(transform: transforms.Compose) -> v2.Compose | None:
     return v2.Compose(steps)
 
 
+def decode_rule(transform: transforms.Compose) -> DecodeRule | None:
+    """What timm's transform keeps of an image (`images.DecodeRule`), read from its first step: RandomResizedCrop's
+    size, scale and ratio in training, the eval transform's Resize of the short side (to floor(size / crop_pct));
+    None (decode whole) when it starts with anything else."""
+    first = transform.transforms[0] if transform.transforms else None
+    if isinstance(first, RandomResizedCropAndInterpolation):
+        return DecodeRule(crop_size=min(first.size), crop_scale=first.scale[0], crop_ratio=tuple(first.ratio))
+    if isinstance(first, transforms.Resize) and isinstance(first.size, int):
+        return DecodeRule(short_side=first.size)
+    return None
+
+
 class ImageTransform:
     """A timm transform for RGB images that runs as its v2 twin on the image's uint8 tensor when it has one
-    (`on_uint8_tensors`), else as timm built it on a PIL image."""
+    (`on_uint8_tensors`), else as timm built it on a PIL image; `rule` is how small an encoded image may be
+    decoded for it (`decode_rule`)."""
 
     def __init__(self, transform: transforms.Compose):
         self.timm, self.tensor = transform, on_uint8_tensors(transform)
+        self.rule = decode_rule(transform)
 
     def __call__(self, image: Image.Image | torch.Tensor) -> torch.Tensor:
         image = bound_aspect_ratio(image)
@@ -72,9 +86,9 @@ class ImageTransform:
         return self.timm(image if isinstance(image, Image.Image) else v2.functional.to_pil_image(image))
 
     def from_encoded(self, value) -> torch.Tensor:
-        """Decode (`images.decode`: TorchCodec for JPEGs) and transform; Pillow when only timm's PIL
-        transform applies."""
-        return self(decode(value)) if self.tensor else self(open_rgb(value))
+        """Decode (`images.decode`: at the rule's scale, TorchCodec for JPEGs decoded whole) and transform;
+        Pillow when only timm's PIL transform applies."""
+        return self(decode(value, self.rule)) if self.tensor else self(open_rgb(value, self.rule))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.tensor or self.timm})"

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated image folders, a runner for the real scripts and the train.py runs the session
 shares (`trained`), a stand-in Hub, CPU Accelerators. Nothing touches the network."""
 
+import functools
 import hashlib
 import io
 import os
@@ -60,6 +61,17 @@ def pytest_collection_modifyitems(items):
     in file order. Without it the shared runs' group came last and one worker ran alone for its last 5 minutes."""
     items.sort(key=lambda item: 0 if item.get_closest_marker("xdist_group") else
                1 if item.get_closest_marker("slow") else 2)
+@functools.cache
+def _smooth(size: tuple[int, int], seed: int) -> Image.Image:
+    coarse = np.random.default_rng(seed).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize(size, Image.BICUBIC)
+
+
+def smooth_photo(path: Path, size=(4032, 3024), seed=0, **save_options) -> Path:
+    """A JPEG of smooth colour (a few bicubic-enlarged random pixels), so that reduced and whole decodes of it agree
+    within a few grey levels; 4032 x 3024 by default, the size of a 12 MP phone photo."""
+    _smooth(tuple(size), seed).save(path, quality=90, **save_options)
+    return path
 
 
 CLASSES = ["beignets", "crème brûlée", "fish and chips"]  # spaces and non-ASCII on purpose

@@ -5,8 +5,9 @@ from collections import Counter
 from datasets import ClassLabel, Dataset, DatasetDict, Features
 from datasets import Image as ImageFeature
 
-from conftest import plant_audit_folder, write_image_folder
-from food101hf.audit import audit, folder_items, hub_items
+from conftest import plant_audit_folder, smooth_photo, write_image_folder
+from food101hf.audit import audit, audit_dataset, folder_items, hub_items
+from food101hf.config import TrainConfig
 from food101hf.folders import list_folder
 from food101hf.hub_dataset import resolve, standardize
 
@@ -41,3 +42,11 @@ def test_audit_of_a_hub_style_dataset_reads_undecoded_bytes(tmp_path):
     assert result["splits"]["train"]["unreadable"] == 1 and result["splits"]["train"]["modes"] == {"RGB": 3}
     assert result["duplicate_groups"] == 1 and result["duplicates_across_labels"] == 1
     assert result["splits"]["Testing"]["images"] == 1 and result["splits"]["Testing"]["unreadable"] == 0
+
+
+def test_the_audit_reports_a_phone_photos_stored_size_though_it_is_checked_at_an_eighth(tmp_path):
+    write_image_folder(tmp_path / "train", ["a", "b"], per_class=1, size=(30, 20))
+    smooth_photo(tmp_path / "train" / "a" / "phone.jpg")
+    result = audit_dataset(TrainConfig(dataset=str(tmp_path)))
+    assert result["splits"]["train"]["most_common_sizes"]["4032x3024"] == 1
+    assert result["splits"]["train"]["longer_side"] == [30, 4032]

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, DATA_CONFIG, write_image_folder
+from conftest import CLASSES, DATA_CONFIG, smooth_photo, write_image_folder
 from food101hf.config import TrainConfig
 from food101hf.data import load_splits
 from food101hf.errors import DatasetError
@@ -196,3 +196,11 @@ def test_the_data_identity_changes_with_any_photo_and_names_its_split(change, im
             image_folder = image_folder.rename(tmp_path / "moved")
     after = content(image_folder)
     assert after["eval"] == before["eval"] and after["train"] != before["train"]
+
+
+def test_a_truncated_phone_photo_is_caught_though_the_check_decodes_it_at_an_eighth(image_folder):
+    whole = smooth_photo(image_folder / "train" / "beignets" / "phone.jpg").read_bytes()
+    (image_folder / "train" / "beignets" / "cut.jpg").write_bytes(whole[: len(whole) - 1000])
+    splits = load_splits(TrainConfig(dataset=str(image_folder)))
+    assert [(Path(s["file"]).name, s["error"].split(":")[0]) for s in splits.skipped] == [("cut.jpg", "OSError")]
+    assert len(splits.train) == 25  # the whole phone photo is kept

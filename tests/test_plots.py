@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.transforms import Bbox
 from PIL import Image
 
 from conftest import FOOD101
@@ -24,13 +25,15 @@ def test_confident_mistakes_captions_fit_their_tiles_with_food101s_longest_names
     longest = sorted(FOOD101, key=len, reverse=True)[:24]
     pairs = [("lobster_roll_sandwich", "strawberry_shortcake")] + list(zip(longest, reversed(longest)))[:23]
     images = [Image.new("RGB", (400, 300), (200, 120, 60)) for _ in pairs]
+    images[-1] = Image.new("RGB", (8, 8))  # a digit-sized image is enlarged to its tile
     fig = mistakes_figure(images, [caption(t, p, 0.97) for t, p in pairs], "24 mistakes")
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)
     width, height = fig.get_size_inches() * fig.dpi
-    boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title(loc="left")]
-    tiles = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_title(loc="left")]
-    assert len(boxes) == 24
+    boxes = [text.get_window_extent(renderer) for text in fig.texts[1:]]  # the first is the title
+    tiles = [Bbox.from_extents(x0, y0, x1, y1) for x0, x1, y0, y1 in (image.get_extent() for image in fig.images)]
+    assert len(boxes) == len(tiles) == 24 and not fig.axes
+    assert min(tile.width for tile in tiles) > 200  # scaled to the tile, the 8 x 8 image too
     for i, box in enumerate(boxes):
         assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height, "caption outside the picture"
         assert box.x1 <= tiles[i].x0 + 250, "caption wider than its tile"

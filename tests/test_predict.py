@@ -1,4 +1,5 @@
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import food101hf
 from conftest import CLASSES, ROOT, export_model_folder, run_script
 from food101hf.cli import run
 from food101hf.errors import DivergedError, ImageError
-from food101hf.images import load_image
+from food101hf.images import DecodeRule, load_image
 from food101hf.predict import Predictor, main
 
 
@@ -87,12 +88,15 @@ def test_flip_tta_scores_a_photo_and_its_mirror_alike(model_dir, photo):
     assert scores(plain(mirrored, top_k=3)) != pytest.approx(scores(plain(photo, top_k=3)), abs=1e-6)
 
 
-def test_a_big_jpeg_is_decoded_small_but_never_below_the_resize_target(tmp_path):
+def test_a_big_jpeg_is_decoded_small_but_never_below_the_resize_target(tmp_path, predictor):
     path = tmp_path / "big.jpg"
     Image.new("RGB", (1600, 1200), (200, 100, 50)).save(path)
-    assert load_image(str(path), min_size=235).size == (400, 300)  # 1/4 scale; 1/8 would be 150 < 235 px
-    assert load_image(str(path), min_size=700).size == (1600, 1200)
+    assert load_image(str(path), DecodeRule(short_side=235)).size == (400, 300)  # 1/4; 1/8 would be 150 < 235 px
+    assert load_image(str(path), DecodeRule(short_side=700)).size == (1600, 1200)
     assert load_image(str(path)).size == (1600, 1200)
+    # the Predictor's rule is its eval transform's: the short side resized to floor(40 / crop_pct)
+    crop_pct = predictor.data_config["crop_pct"]
+    assert predictor.transform.rule == DecodeRule(short_side=math.floor(40 / crop_pct))
 
 
 def test_unreadable_inputs_raise_an_error_naming_them(predictor, photo, tmp_path):

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from conftest import (CHECKPOINTED, TINY, comparable, digest, plant_bad_files, plant_odd_images, run_script,
-                      start_script, wait_for)
+from conftest import (CHECKPOINTED, CLASSES, TINY, comparable, digest, plant_bad_files, plant_odd_images,
+                      run_script, smooth_photo, start_script, wait_for)
 from food101hf.checkpoint import LATEST, checkpoint_root
 
 pytestmark = pytest.mark.slow
@@ -35,6 +35,30 @@ def test_a_run_killed_mid_epoch_resumes_to_bitwise_identical_weights_and_metrics
     assert comparable(json.loads((killed / "metrics.json").read_text())) == \
         comparable(json.loads((whole.out / "metrics.json").read_text()))
 
+
+def test_a_run_on_photos_the_decode_rule_reduces_resumes_bitwise(image_folder, tmp_path):
+    """The decode rule depends only on the file and the settings, so a resumed run decodes every photo as the
+    uninterrupted one did: 640 x 480 photos (decoded at 1/4 for training at 32 px, 1/8 for evaluation) beside
+    40 x 32 ones decoded whole; 27 images / batch 4 = 6 updates an epoch, a checkpoint every 4 falls mid-epoch."""
+    for label in CLASSES:
+        for split in ("train", "validation"):
+            smooth_photo(image_folder / split / label / "large.jpg", (640, 480), seed=len(label))
+    args = ["train.py", "--dataset", str(image_folder), *TINY, "--epochs", "2", "--num-workers", "1",
+            "--checkpoint-every", "4"]
+    assert run_script(*args, "--output-dir", str(tmp_path / "whole")).returncode == 0
+    killed = tmp_path / "killed"
+    process = start_script([sys.executable, *args, "--output-dir", str(killed)], tmp_path / "killed.log")
+    wait_for(checkpoint_root(killed) / LATEST, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
+
+    resumed = run_script(*args, "--output-dir", str(killed), "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stderr and "epoch 1, batch 4, update 4" in resumed.stderr
+    assert digest(killed / "model.safetensors") == digest(tmp_path / "whole" / "model.safetensors")
+    assert comparable(json.loads((killed / "metrics.json").read_text())) == \
+        comparable(json.loads((tmp_path / "whole" / "metrics.json").read_text()))
 
 def test_bad_files_are_skipped_counted_and_every_valid_image_is_evaluated(image_folder, tmp_path):
     bad = plant_bad_files(image_folder / "validation" / "beignets") + plant_bad_files(
