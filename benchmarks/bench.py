@@ -7,7 +7,7 @@
 On generated Food-101-sized JPEGs (512x384, ~80 KB) and phone photos (4032x3024, ~2.3 MB; benchmarks/photos.py,
 cached under $FOOD101HF_CACHE), training at --image-size and --batch-size (192 px, 32 by default):
   model   - model-only training steps on synthetic tensors (our model, freeze, precision, channels_last);
-  e2e     - the README's command, `accelerate launch --config_file accelerate_config.yaml train.py`, one epoch:
+  e2e     - the README's command, `python train.py`, one epoch:
             the epoch's images/s (e2e) and the whole process's seconds (start-up, data, epoch, evaluation,
             report, export), against the model-only time for the same images; then the same on the phone photos;
   data    - the data path alone, one process with one torch thread (what one loader worker delivers), with
@@ -105,15 +105,13 @@ def model_only(cfg: TrainConfig, steps: int) -> Callable[[], float]:
 
 
 def launched(folder: Path, cfg: TrainConfig, label: str = "") -> Callable[[], dict[str, float]]:
-    """The README's command, `accelerate launch --config_file accelerate_config.yaml train.py ...` with the shipped
-    config, training one epoch over the folder (start-up, data, epoch, evaluation, report, export): the epoch's
-    images/s as train.py measures it (metrics.json) and the whole process's seconds. Run once untimed first, so
-    that the datasets cache exists, as on a user's second run."""
+    """The README's command, `python train.py ...`, training one epoch over the folder (start-up, data, epoch,
+    evaluation, report, export): the epoch's images/s as train.py measures it (metrics.json) and the whole process's
+    seconds. Run once untimed first, so that the datasets cache exists, as on a user's second run."""
     root = Path(__file__).resolve().parents[1]
-    command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-               str(root / "accelerate_config.yaml"), str(root / "train.py"), "--dataset", str(folder),
-               "--no-pretrained", "--epochs", "1", "--warmup-epochs", str(cfg.warmup_epochs), "--image-size",
-               str(cfg.image_size), "--batch-size", str(cfg.batch_size), "--num-workers", str(cfg.num_workers)]
+    command = [sys.executable, str(root / "train.py"), "--dataset", str(folder), "--no-pretrained", "--epochs", "1",
+               "--warmup-epochs", str(cfg.warmup_epochs), "--image-size", str(cfg.image_size), "--batch-size",
+               str(cfg.batch_size), "--num-workers", str(cfg.num_workers)]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def run() -> dict[str, float]:
@@ -259,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     per_class = args.train_images // len(CLASSES)
     cache = default_demo_dir().parent
-    folder = food101_sized_jpegs(cache / "bench-jpegs-v2", per_class, per_class // 10)
+    folder = food101_sized_jpegs(cache / "bench-jpegs-v3", per_class, per_class // 10)
     phone = phone_jpegs(cache / "bench-phone-v1", args.phone_images, max(args.phone_images // 10, 1)) \
         if args.phone_images else None
     cfg = TrainConfig(dataset=str(folder), pretrained=False, image_size=args.image_size,

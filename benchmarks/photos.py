@@ -1,7 +1,7 @@
 """The generated image folders the benchmarks train on, cached under $FOOD101HF_CACHE (food101hf.demo's cache):
 
-    food101_sized_jpegs(root, per_class, val_per_class)   512x384, ~80 KB: Food-101's photos are at most 512 px
-    phone_jpegs(root, train_images, val_images)            4032x3024, ~2.5 MB: a 12 MP phone camera's
+    food101_sized_jpegs(cache, per_class, val_per_class)  512x384, ~80 KB: Food-101's photos are at most 512 px
+    phone_jpegs(cache, train_images, val_images)           4032x3024, ~2.3 MB: a 12 MP phone camera's
 
 Both draw the demo's dishes (food101hf.demo.render_image), seeded by (class, index, split), with sensor-like noise so
 that the files have a photo's size and decode cost.
@@ -21,9 +21,11 @@ PHONE_SIZE = (4032, 3024)  # a 12 MP 4:3 phone camera
 PHONE_QUALITY = 92  # phone cameras save at ~90-95
 
 
-def food101_sized_jpegs(root: Path, per_class: int, val_per_class: int) -> Path:
-    """An image folder of 512x384 JPEGs with photo-like noise (Food-101 images are at most 512 px, ~80 KB)."""
-    marker = root / f".complete-{per_class}-{val_per_class}"
+def food101_sized_jpegs(cache: Path, per_class: int, val_per_class: int) -> Path:
+    """An image folder of 512x384 JPEGs with photo-like noise (Food-101 images are at most 512 px, ~80 KB), one
+    per size asked for (a folder written for more images would train on all of them)."""
+    root = cache / f"{per_class}-{val_per_class}"
+    marker = root / ".complete"
     if marker.exists():
         return root
     for split, count in (("train", per_class), ("validation", val_per_class)):
@@ -41,7 +43,7 @@ def food101_sized_jpegs(root: Path, per_class: int, val_per_class: int) -> Path:
 
 def _phone_photo(path: Path, class_index: int, index: int, train: bool) -> None:
     """A dish drawn at 1/8 of PHONE_SIZE and enlarged (smooth, as a photo's content is at 12 MP), with +-4 grey
-    levels of luma noise (a sensor's; its chroma stays smooth): ~2.5 MB at quality 92, like a phone's JPEG."""
+    levels of luma noise (a sensor's; its chroma stays smooth): ~2.3 MB at quality 92, like a phone's JPEG."""
     rng = np.random.default_rng([class_index, index, train, 12])
     width, height = PHONE_SIZE
     picture = render_image(CLASSES[class_index], rng, (width // 8, height // 8)).resize(PHONE_SIZE, Image.BICUBIC)
@@ -53,10 +55,11 @@ def _phone_photo(path: Path, class_index: int, index: int, train: bool) -> None:
     ImageChops.add(picture, noise, offset=-128).save(path, quality=PHONE_QUALITY)
 
 
-def phone_jpegs(root: Path, train_images: int, val_images: int) -> Path:
-    """An image folder of 12 MP phone-camera JPEGs (4032x3024, ~2.5 MB), the classes taking turns; written on
-    every core (~1 s a photo on one)."""
-    marker = root / f".complete-{train_images}-{val_images}"
+def phone_jpegs(cache: Path, train_images: int, val_images: int) -> Path:
+    """An image folder of 12 MP phone-camera JPEGs (4032x3024, ~2.3 MB), the classes taking turns, one per size
+    asked for; written on every core (~1 s a photo on one)."""
+    root = cache / f"{train_images}-{val_images}"
+    marker = root / ".complete"
     if marker.exists():
         return root
     jobs = []

@@ -1,17 +1,18 @@
 """The whole run against timm's own train.py: same recipe, same folder, same machine, back to back.
 
     git clone https://github.com/huggingface/pytorch-image-models /tmp/timm    # timm's train.py, run as it is
-    python benchmarks/vs_timm.py --timm /tmp/timm                             # ~10 min on a quiet 2-core CPU
+    python benchmarks/vs_timm.py --timm /tmp/timm                             # ~15 min on a quiet 2-core CPU
 
 The data: scikit-learn's digits (1,797 8x8 grey images, 10 classes) as an image folder, a stratified 80/20 split
 (1,437 train / 360 validation, seed 0), written once under $FOOD101HF_CACHE. The recipe: ResNet-18 from scratch at
 64 px, 10 epochs, batch 32, AdamW lr 1e-3 wd 0.05, cosine to 1e-6 after 2 warmup epochs (per update, from 1e-5),
 Mixup 0.2 / CutMix 1.0, label smoothing 0.1, gradient clipping 1.0, channels_last, 2 loader workers, bf16 where the
-CPU has it (AVX-512 BF16 or AMX), else fp32 for both. Ours runs as the README says (`accelerate launch
---config_file accelerate_config.yaml train.py`); timm's train.py runs with `python` and the clone's own timm package
-(PYTHONPATH), with the flags that make its defaults ours (colour jitter 0, bicubic, warmup from 1e-5 per update).
-Each round runs both, alternating which goes first; it prints each run's whole-process seconds (from the command to
-its exit) and last-epoch top-1, then the median ratio. This script imports neither torch nor food101hf, so neither
+CPU has it (AVX-512 BF16 or AMX), else fp32 for both. Ours runs as the README says (`python train.py`) and as
+`accelerate launch --config_file accelerate_config.yaml train.py` (the same single process under Accelerate's
+launcher); timm's train.py runs with `python` and the clone's own timm package (PYTHONPATH), with the flags that make
+its defaults ours (colour jitter 0, bicubic, warmup from 1e-5 per update). Each round runs the three, each going
+first in turn; it prints each run's whole-process seconds (from the command to its exit) and
+last-epoch top-1, then the median ratios. This script imports neither torch nor food101hf, so neither
 run inherits settings from it.
 """
 
@@ -66,10 +67,13 @@ def native_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-def ours(data: Path, out: Path, bf16: bool) -> list[str]:
+def ours(data: Path, out: Path, bf16: bool, launcher: bool = False) -> list[str]:
+    """The README's command (`python train.py`), or the same single process under `accelerate launch`, whose CLI
+    imports torch, timm and transformers before it starts train.py (for its estimate-memory command)."""
     r = RECIPE
-    return [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
-            str(ROOT / "accelerate_config.yaml"), str(ROOT / "train.py"), "--dataset", str(data), "--no-pretrained",
+    launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+              str(ROOT / "accelerate_config.yaml")] if launcher else [sys.executable]
+    return [*launch, str(ROOT / "train.py"), "--dataset", str(data), "--no-pretrained",
             "--freeze", "none", "--image-size", str(r["image_size"]), "--epochs", str(r["epochs"]),
             "--batch-size", str(r["batch_size"]), "--lr", str(r["lr"]), "--weight-decay", str(r["weight_decay"]),
             "--warmup-epochs", str(r["warmup_epochs"]), "--min-lr", str(r["min_lr"]), "--mixup", str(r["mixup"]),
@@ -93,7 +97,7 @@ def theirs(timm: Path, data: Path, out: Path, bf16: bool) -> list[str]:
 
 def top1(name: str, out: Path) -> float:
     """The last epoch's top-1 on validation, as a fraction."""
-    if name == "ours":
+    if name != "timm":
         return json.loads((out / "metrics.json").read_text())["top1"]
     with (out / "run" / "summary.csv").open() as f:
         return float(list(csv.DictReader(f))[-1]["eval_top1"]) / 100
@@ -109,7 +113,7 @@ def run(command: list[str], env: dict, log: Path) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/vs_timm.py", description=__doc__.splitlines()[0])
     parser.add_argument("--timm", type=Path, required=True, help="a clone of huggingface/pytorch-image-models")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of both runs, alternating which goes first")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the three runs, each going first in turn")
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="fewer for a quick check")
     parser.add_argument("--keep", type=Path, help="keep each run's output folder and log here")
     args = parser.parse_args(argv)
@@ -125,21 +129,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{data}: {sum(1 for _ in data.glob('train/*/*.png'))} train / "
           f"{sum(1 for _ in data.glob('validation/*/*.png'))} validation images; {RECIPE}; "
           f"{'bf16' if bf16 else 'fp32'}; load average before: {os.getloadavg()[0]:.2f}", flush=True)
-    results: dict[str, list[tuple[float, float]]] = {"ours": [], "timm": []}
+    commands = {"ours": lambda out: ours(data, out, bf16),
+                "ours, accelerate": lambda out: ours(data, out, bf16, launcher=True),
+                "timm": lambda out: theirs(args.timm, data, out, bf16)}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for round_ in range(args.rounds):
-        order = ("ours", "timm") if round_ % 2 == 0 else ("timm", "ours")
-        for name in order:
-            out = work / f"{name}-{round_}"
-            command = ours(data, out, bf16) if name == "ours" else theirs(args.timm, data, out, bf16)
-            seconds = run(command, env if name == "ours" else timm_env, work / f"{name}-{round_}.log")
+        names = list(commands)
+        for name in names[round_ % 3:] + names[:round_ % 3]:  # each goes first in turn
+            out = work / f"{name.replace(', ', '-')}-{round_}"
+            seconds = run(commands[name](out), timm_env if name == "timm" else env, out.with_suffix(".log"))
             results[name].append((seconds, top1(name, out)))
-            print(f"round {round_ + 1}: {name:>4} {seconds:6.1f} s, top-1 {results[name][-1][1]:.4f}, "
+            print(f"round {round_ + 1}: {name:>16} {seconds:6.1f} s, top-1 {results[name][-1][1]:.4f}, "
                   f"load average {os.getloadavg()[0]:.2f}", flush=True)
-    ratios = [a[0] / b[0] for a, b in zip(results["ours"], results["timm"])]
-    print(f"whole process, ours / timm's train.py: {statistics.median(ratios):.2f} "
-          f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})  target <= 1.00")
+    for name in ("ours", "ours, accelerate"):
+        ratios = [a[0] / b[0] for a, b in zip(results[name], results["timm"])]
+        print(f"whole process, {name} / timm's train.py: {statistics.median(ratios):.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})  target <= 1.00")
     for name, values in results.items():
-        print(f"{name:>4}: {statistics.median(s for s, _ in values):.1f} s, top-1 "
+        print(f"{name:>16}: {statistics.median(s for s, _ in values):.1f} s, top-1 "
               f"{', '.join(f'{t:.4f}' for _, t in values)}")
     return 0
 
