@@ -172,7 +172,8 @@ def bad_file_check(folder: Path, whole: bool = False) -> Callable[[], float]:
     own loop: below 2,000 images it used no worker processes)."""
     from food101hf.data import drop_unreadable, load_dataset_dict
 
-    train = load_dataset_dict(TrainConfig(dataset=str(folder)))["train"]
+    found, _ = load_dataset_dict(TrainConfig(dataset=str(folder)))
+    train = found["train"]
     undecoded = train.cast_column("image", datasets.Image(decode=False))
 
     def run() -> None:
