@@ -54,9 +54,11 @@ class ArgumentParser(argparse.ArgumentParser):
         parsed, unknown = self.parse_known_args(args, namespace)
         if unknown:
             flags = [s for action in self._actions for s in action.option_strings]
-            hints = [f"{flag} (did you mean {', '.join(close)}?)" if (close := difflib.get_close_matches(
-                flag.split("=")[0], flags, n=2, cutoff=0.7)) else flag for flag in unknown]
-            self.error(f"unrecognized arguments: {' '.join(hints)}")
+            close = {given: near for given in unknown if given.startswith("-") and (near := difflib.get_close_matches(
+                given.split("=")[0], flags, n=2, cutoff=0.7))}
+            hints = [" or ".join(near) + (f" for {given}" if len(close) > 1 else "") for given, near in close.items()]
+            self.error(f"unrecognized arguments: {' '.join(unknown)}" + (f" (did you mean {'; '.join(hints)}?)"
+                                                                        if hints else ""))
         for check in self.checks:
             check(parsed)
         return parsed

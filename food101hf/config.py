@@ -234,8 +234,14 @@ def parse_config(cls=TrainConfig, argv: list[str] | None = None, description: st
 
     A warmup from the preset or the defaults that is as long as the run (``--epochs 1`` with the preset's
     ``warmup_epochs: 2``: the LR would ramp up and the cosine would never start) is capped at MAX_WARMUP_SHARE
-    of the run, and logged; the same warmup given as a flag is refused."""
+    of the run, and logged; the same warmup given as a flag is refused. Training from random weights
+    (``--no-pretrained``) trains every layer unless --freeze is given: the default freeze keeps pretrained early
+    layers, and frozen random layers would never learn."""
     cfg, flags, preset = parse(cls, argv, description, prog)
+    if not cfg.pretrained and "freeze" not in flags and "freeze" not in preset and cfg.freeze_modules():
+        logger.info(f"from random weights every layer trains (--freeze none): the default freeze of {cfg.freeze} "
+                    f"keeps pretrained layers, and frozen random ones would never learn; pass --freeze to choose")
+        cfg = dataclasses.replace(cfg, freeze="none")
     if "warmup_epochs" not in flags and cfg.epochs and cfg.warmup_epochs >= cfg.epochs:
         capped = cfg.epochs * MAX_WARMUP_SHARE
         source = "preset" if "warmup_epochs" in preset else "defaults"

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from .errors import HubError
 
 # The Hub's rule for a namespace and a repo name: letters, digits, '-', '_', '.', not starting with '-' or '.'
+PLACEHOLDER = "YOUR_NAME"  # the user name in the push commands we print, for the user to replace
 _REPO_ID = re.compile(r"\w[\w.-]*/\w[\w.-]*")
 
 

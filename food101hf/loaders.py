@@ -108,8 +108,10 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
                                                generator=torch.Generator().manual_seed(seed), **common)
     eval_loader = torch.utils.data.DataLoader(evaluation, shuffle=False, **common)
     if cfg.epochs and len(train_loader) == 0:
-        raise DatasetError(f"{len(splits.train)} training images are fewer than one batch of {cfg.batch_size}: "
-                           f"lower --batch-size")
+        n = len(splits.train)
+        fits = min(n, 1 << max(1, (n // 3).bit_length() - 1))  # a power of two: even (Mixup), ~3 batches an epoch
+        raise DatasetError(f"{n} training images are fewer than one batch of {cfg.batch_size}: lower --batch-size "
+                           f"(e.g. --batch-size {fits}: {n // fits} optimizer updates an epoch)")
     return train_loader, eval_loader
 
 

@@ -29,7 +29,7 @@ def check_model(cfg: TrainConfig) -> None:
         if cfg.pretrained and not timm.models.is_model_pretrained(cfg.model):
             tags = ", ".join(timm.list_pretrained(f"{arch}.*")[:8]) or "none"
             raise ConfigError(f"--model {cfg.model}: timm has no pretrained weights of that name (tags of {arch}: "
-                              f"{tags}); or pass --no-pretrained")
+                              f"{tags}); or pass --no-pretrained to train every layer from random weights")
         with torch.device("meta"):
             model = timm.create_model(arch, num_classes=2)
         try:
@@ -47,7 +47,7 @@ def create_model(cfg: TrainConfig, num_classes: int, init: str | None = None) ->
     name, pretrained = (init, True) if init else (cfg.model, cfg.pretrained)
     if not pretrained:
         return timm.create_model(name, num_classes=num_classes, drop_rate=cfg.drop_rate)
-    hint = ("pass --no-pretrained to train from random weights, or a folder written by train.py"
+    hint = ("pass --no-pretrained to train every layer from random weights, or a folder written by train.py"
             if init is None else "pass a local folder written by train.py")
     with hub_errors(f"the weights of {name}", hint=hint):
         return timm.create_model(name, pretrained=True, num_classes=num_classes, drop_rate=cfg.drop_rate)

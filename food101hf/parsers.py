@@ -13,7 +13,7 @@ from pathlib import Path
 from .cli import ArgumentParser
 from .config import MIXED_PRECISION, TrainConfig
 from .errors import DatasetError, ModelNotFoundError, UsageError
-from .hub_access import missing_folder, no_such_path
+from .hub_access import PLACEHOLDER, missing_folder, no_such_path
 
 
 def _docstring(module: str) -> str:
@@ -59,6 +59,10 @@ def _examples_are_there(args: argparse.Namespace) -> None:
 
 
 def _hub_paths_are_there(args: argparse.Namespace) -> None:
+    for name in ("repo_id", "space_id", "model"):  # the push command train.py printed, pasted as it was
+        if getattr(args, name, "").partition("/")[0] == PLACEHOLDER:
+            raise UsageError(f"{getattr(args, name)}: replace {PLACEHOLDER} with your Hub user or organisation name "
+                             f"(`hf auth whoami` prints yours)")
     if args.command == "push" and not Path(args.folder).expanduser().is_dir():
         raise UsageError(no_such_path(args.folder))
     if args.command == "space" and (missing := missing_folder(args.model)):

@@ -22,6 +22,7 @@ from .checkpoint import check_resume, checkpoint_root
 from .config import PolishConfig, TrainConfig, polish_size
 from .data import Splits, example_file, images_per_class
 from .engine import create_accelerator
+from .hub_access import PLACEHOLDER
 from .metrics import describe_scores, small_eval_warning
 from .outputs import copy_recipe, polish_verdict, save_config
 from .publish import push_run, write_outputs
@@ -125,7 +126,7 @@ def next_steps(out: Path, cfg, example_image: str | None, warnings: list[str] = 
         lines.append(f"  {' '.join([launcher_command('polish.py'), '--init', folder, *same])}   # FixRes: fine-tune "
                      f"briefly at {size} px ({cfg.image_size} px x 224/192) into {out}-{size}")
     if not cfg.push_to_hub:
-        lines.append(f"  python -m food101hf.hub push {folder} YOUR_NAME/{out.name}   # share it (needs HF_TOKEN)")
+        lines.append(f"  python -m food101hf.hub push {folder} {PLACEHOLDER}/{out.name}   # share it (needs HF_TOKEN)")
     if cfg.dataset == "demo":
         lines.append("Note: the demo dataset is synthetic (generated drawings of 10 dishes, food101hf/demo.py): its "
                      "top-1 shows the pipeline works, not how a model does on real food photos.")

@@ -40,7 +40,7 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
                          "lists them)"),
     (["--resume", "nowhere"], "nowhere is not a checkpoint (no progress.json); checkpoints are the update-* "
                               "folders under OUTPUT_DIR-checkpoints"),
-    (["--batchsize", "8"], "unrecognized arguments: --batchsize (did you mean --batch-size?) 8 "
+    (["--batchsize", "8"], "unrecognized arguments: --batchsize 8 (did you mean --batch-size?) "
                            "(`train.py --help` lists the flags)"),
 ])
 def test_train_refuses_what_cannot_work_in_one_line_before_any_work(flags, message, image_folder, tmp_path):
@@ -79,7 +79,7 @@ def test_the_readmes_training_commands_end_a_mistake_in_one_line_and_exit_status
     assert [command[2:] for command in commands] == [["--config", "configs/demo.yaml"], ["--dataset", "my_food"]]
     for command in commands:
         typo = run_script(*command[1:], "--image-szie", "64")
-        assert one_line_error(typo) == ("unrecognized arguments: --image-szie (did you mean --image-size?) 64 "
+        assert one_line_error(typo) == ("unrecognized arguments: --image-szie 64 (did you mean --image-size?) "
                                         "(`train.py --help` lists the flags)")
     missing = run_script(str(ROOT / "train.py"), *commands[1][2:], cwd=tmp_path)  # no my_food/ here
     assert one_line_error(missing) == f"--dataset my_food: no such folder (in {tmp_path})"
@@ -93,7 +93,7 @@ def test_accelerate_launch_as_training_md_documents_it(tmp_path):
     result = subprocess.run([accelerate, *command[1:-1], "--image-szie", "64"], cwd=ROOT, capture_output=True,
                             text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)})
     assert result.returncode == 1 and result.stderr.splitlines() == [
-        "error: unrecognized arguments: --image-szie (did you mean --image-size?) 64 (`train.py --help` lists the "
+        "error: unrecognized arguments: --image-szie 64 (did you mean --image-size?) (`train.py --help` lists the "
         "flags)"]
 
 
@@ -104,6 +104,18 @@ def heavy_imports(result: subprocess.CompletedProcess) -> set[str]:
     """The heavy libraries a command run with PYTHONPROFILEIMPORTTIME=1 imported (one stderr line per import)."""
     return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
             if line.startswith("import time:")} & set(HEAVY)
+
+
+@pytest.mark.parametrize("command", [["push", "FOLDER", "YOUR_NAME/demo"], ["space", "YOUR_NAME/demo", "me/demo-app"],
+                                     ["space", "FOLDER", "YOUR_NAME/demo-app"]])
+def test_a_printed_push_pasted_unedited_asks_for_the_user_name_before_the_hub(command, tmp_path):
+    """train.py prints `python -m food101hf.hub push OUT YOUR_NAME/NAME`: run unedited, it says what to replace
+    instead of asking the Hub for a token or a user that is not there."""
+    argv = [str(tmp_path) if word == "FOLDER" else word for word in command]
+    result = run_script("-m", "food101hf.hub", *argv, env={"HF_TOKEN": "hf_x"})
+    name = next(word for word in argv if word.startswith("YOUR_NAME/"))
+    assert (result.returncode, result.stderr) == (2, f"error: {name}: replace YOUR_NAME with your Hub user or "
+                                                     f"organisation name (`hf auth whoami` prints yours)\n")
 
 
 @pytest.mark.parametrize("command, message", [
@@ -246,7 +258,8 @@ def test_under_torchrun_a_data_error_is_one_line_and_the_other_rank_adds_no_trac
         (image_folder / "train" / "empty class").mkdir()
         flags, message = ["--batch-size", "4"], f"{image_folder / 'train' / 'empty class'}/ has no images"
     else:
-        flags, message = ["--batch-size", "64"], "24 training images are fewer than one batch of 64: lower --batch-size"
+        flags, message = ["--batch-size", "64"], ("24 training images are fewer than one batch of 64: lower "
+                                                  "--batch-size (e.g. --batch-size 8: 3 optimizer updates an epoch)")
     out = tmp_path / "out"
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--dataset",
                         str(image_folder), "--no-pretrained", "--epochs", "1", "--num-workers", "0", *flags,

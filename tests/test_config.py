@@ -53,8 +53,24 @@ def test_unknown_yaml_key_fails_listing_valid_keys(tmp_path):
 def test_unknown_flag_fails_suggesting_the_closest():
     with pytest.raises(UsageError) as error:
         parse_config(TrainConfig, ["--batchsize", "8"], prog="train.py")
-    assert str(error.value) == ("unrecognized arguments: --batchsize (did you mean --batch-size?) 8 "
+    assert str(error.value) == ("unrecognized arguments: --batchsize 8 (did you mean --batch-size?) "
                                 "(`train.py --help` lists the flags)")
+    with pytest.raises(UsageError) as error:  # the command line as typed, then each typo's nearest flags
+        parse_config(TrainConfig, ["--batchsize", "8", "--epoch", "3", "--zzz"], prog="train.py")
+    assert str(error.value) == ("unrecognized arguments: --batchsize 8 --epoch 3 --zzz (did you mean --batch-size "
+                                "for --batchsize; --epochs for --epoch?) (`train.py --help` lists the flags)")
+
+
+@pytest.mark.parametrize("argv, preset, freeze", [
+    (["--no-pretrained"], "", "none"),  # frozen random layers would never learn
+    (["--no-pretrained", "--freeze", "conv1"], "", "conv1"),  # asked for: kept
+    (["--no-pretrained"], "freeze: conv1,bn1\n", "conv1,bn1"),  # from the preset: kept
+    ([], "", "conv1,bn1,layer1"),  # pretrained: the recipe's default
+])
+def test_random_weights_train_every_layer_unless_freeze_is_given(argv, preset, freeze, tmp_path):
+    (tmp_path / "preset.yaml").write_text(preset or "epochs: 30\n")
+    cfg = parse_config(TrainConfig, [*argv, "--config", str(tmp_path / "preset.yaml")], prog="train.py")
+    assert cfg.freeze == freeze
 
 
 def test_abbreviated_flags_are_not_guessed():
