@@ -1,6 +1,7 @@
 """The whole run against timm's own train.py: same recipe, same folder, same machine, back to back.
 
     git clone https://github.com/huggingface/pytorch-image-models /tmp/timm    # timm's train.py, run as it is
+    pip install scikit-learn                                                  # the digits, its real image set
     python benchmarks/vs_timm.py --timm /tmp/timm                             # ~15 min on a quiet 2-core CPU
 
 The data: scikit-learn's digits (1,797 8x8 grey images, 10 classes) as an image folder, a stratified 80/20 split
