@@ -76,13 +76,15 @@ def test_the_readmes_training_commands_end_a_mistake_in_one_line_and_exit_status
     """The Quick start's command and the own-photos one, as printed in README.md, with the issue's typo, and with
     the photo folder not there: one line each, exit status 2, before anything loads."""
     commands = documented_commands("README.md", "python train.py")
-    assert [command[2:] for command in commands] == [["--config", "configs/demo.yaml"], ["--dataset", "my_food"]]
+    assert [command[2:] for command in commands] == [["--config", "configs/demo.yaml"], ["--dataset", "my_food"],
+                                                     ["--dataset", "my_food", "--no-pretrained", "--batch-size", "8"]]
     for command in commands:
         typo = run_script(*command[1:], "--image-szie", "64")
         assert one_line_error(typo) == ("unrecognized arguments: --image-szie 64 (did you mean --image-size?) "
                                         "(`train.py --help` lists the flags)")
-    missing = run_script(str(ROOT / "train.py"), *commands[1][2:], cwd=tmp_path)  # no my_food/ here
-    assert one_line_error(missing) == f"--dataset my_food: no such folder (in {tmp_path})"
+    for command in commands[1:]:
+        missing = run_script(str(ROOT / "train.py"), *command[2:], cwd=tmp_path)  # no my_food/ here
+        assert one_line_error(missing) == f"--dataset my_food: no such folder (in {tmp_path})"
 
 
 def test_accelerate_launch_as_training_md_documents_it(tmp_path):
