@@ -45,12 +45,13 @@ def test_any_local_folder_trains_from_scratch_and_exports_a_timm_model(trained):
 
 
 def test_default_freeze_mixup_accumulation_and_loader_workers_run_and_end_cleanly(image_folder, tmp_path):
-    """The default recipe's freeze and Mixup/CutMix with gradient accumulation, fed by loader workers. Persistent
-    loader workers left alive to the interpreter's exit got multiprocessing's SIGTERM, and torch printed
-    `DataLoader worker ... exited unexpectedly with exit code 143` after every successful run."""
+    """The default recipe's freeze (asked for: from random weights every layer trains by default) and Mixup/CutMix
+    with gradient accumulation, fed by loader workers. Persistent loader workers left alive to the interpreter's
+    exit got multiprocessing's SIGTERM, and torch printed `DataLoader worker ... exited unexpectedly with exit code
+    143` after every successful run."""
     out = tmp_path / "run"
-    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--epochs", "2", "--grad-accum-steps", "2",
-                        "--num-workers", "2", "--output-dir", str(out))
+    result = run_script("train.py", "--dataset", str(image_folder), *TINY, "--freeze", "conv1,bn1,layer1", "--epochs",
+                        "2", "--grad-accum-steps", "2", "--num-workers", "2", "--output-dir", str(out))
     assert result.returncode == 0, result.stderr
     assert "parameters trainable" in result.stderr and "frozen: conv1,bn1,layer1" in result.stderr
     assert json.loads((out / "metrics.json").read_text())["num_eval_samples"] == 9
