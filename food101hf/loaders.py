@@ -111,7 +111,7 @@ def build_loaders(splits: Splits, cfg: TrainConfig, data_config: dict, image_siz
         n = len(splits.train)
         fits = min(n, 1 << max(1, (n // 3).bit_length() - 1))  # a power of two: even (Mixup), ~3 batches an epoch
         raise DatasetError(f"{n} training images are fewer than one batch of {cfg.batch_size}: lower --batch-size "
-                           f"(e.g. --batch-size {fits}: {n // fits} optimizer updates an epoch)")
+                           f"(e.g. --batch-size {fits}: {n // fits} batches an epoch)")
     return train_loader, eval_loader
 
 

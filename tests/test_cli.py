@@ -261,7 +261,7 @@ def test_under_torchrun_a_data_error_is_one_line_and_the_other_rank_adds_no_trac
         flags, message = ["--batch-size", "4"], f"{image_folder / 'train' / 'empty class'}/ has no images"
     else:
         flags, message = ["--batch-size", "64"], ("24 training images are fewer than one batch of 64: lower "
-                                                  "--batch-size (e.g. --batch-size 8: 3 optimizer updates an epoch)")
+                                                  "--batch-size (e.g. --batch-size 8: 3 batches an epoch)")
     out = tmp_path / "out"
     result = run_script("-m", "torch.distributed.run", "--nproc_per_node", "2", "train.py", "--dataset",
                         str(image_folder), "--no-pretrained", "--epochs", "1", "--num-workers", "0", *flags,
